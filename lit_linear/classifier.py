@@ -1,0 +1,102 @@
+"""LinearClassifier: what a user deploys. The weights, the preprocessing they expect, the class names.
+
+Preprocessing is the course's: pixels scaled to [0, 1], the training set's mean colour subtracted,
+rows flattened channel-major (as stored in the CIFAR files), and a constant 1 appended so that the
+last row of ``W`` is the bias (the bias trick): ``D = 3 * 32 * 32 + 1 = 3073``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from lit_linear.atomic import atomic_open
+from lit_linear.errors import DataError
+
+FORMAT = "lit_linear.LinearClassifier/1"
+
+
+def preprocess(images: Tensor, pixel_mean: Tensor, dtype: torch.dtype | None = None) -> Tensor:
+    """Raw uint8 images -> classifier features, on the images' device.
+
+    Args:
+        images: ``(N, 3, 32, 32)`` or ``(N, 3072)`` uint8.
+        pixel_mean: ``(3072,)`` mean of the scaled training pixels.
+        dtype: feature dtype (default: ``pixel_mean``'s).
+
+    Returns:
+        ``X (N, 3073)``: ``images / 255 - pixel_mean``, then a column of ones.
+    """
+    n = images.shape[0]
+    rows = images.reshape(n, -1)  # (N, 3072)
+    if rows.shape[1] != pixel_mean.shape[0]:
+        raise ValueError(f"images have {rows.shape[1]} values each, expected {pixel_mean.shape[0]} (3x32x32)")
+    dtype = dtype or pixel_mean.dtype
+    X = torch.empty(n, rows.shape[1] + 1, dtype=dtype, device=images.device)  # (N, D)
+    pixels = X[:, :-1]
+    pixels.copy_(rows).mul_(1.0 / 255.0).sub_(pixel_mean.to(dtype))  # computed in `dtype` throughout
+    X[:, -1] = 1.0
+    return X
+
+
+class LinearClassifier(nn.Module):
+    """A trained linear classifier over raw CIFAR images.
+
+    Args:
+        weight: ``(D, C)`` with the bias in the last row, ``D = 3073``.
+        pixel_mean: ``(3072,)`` the mean subtracted from the scaled pixels.
+        class_names: ``C`` names, in label order.
+        info: free-form facts about the training run (loss, lr, reg, accuracies), saved alongside.
+    """
+
+    def __init__(
+        self, weight: Tensor, pixel_mean: Tensor, class_names: Sequence[str], info: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__()
+        if weight.dim() != 2 or weight.shape[0] != pixel_mean.shape[0] + 1:
+            raise ValueError(
+                f"weight must be (D, C) with D = pixel_mean size + 1 = {pixel_mean.shape[0] + 1}, got {tuple(weight.shape)}"
+            )
+        if len(class_names) != weight.shape[1]:
+            raise ValueError(f"{len(class_names)} class names for {weight.shape[1]} weight columns")
+        self.register_buffer("weight", weight.detach().clone())
+        self.register_buffer("pixel_mean", pixel_mean.detach().clone().to(weight.dtype))
+        self.class_names = list(class_names)
+        self.info = dict(info or {})
+
+    def forward(self, images: Tensor) -> Tensor:
+        """Class scores ``(N, C)`` of raw uint8 images ``(N, 3, 32, 32)`` or ``(N, 3072)``."""
+        return preprocess(images.to(self.weight.device), self.pixel_mean) @ self.weight
+
+    @torch.no_grad()
+    def predict(self, images: Tensor) -> Tensor:
+        """Predicted labels ``(N,)`` int64 of raw uint8 images ``(N, 3, 32, 32)``."""
+        return self(images).argmax(dim=1)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the classifier to ``path`` atomically; :meth:`load` reads it back."""
+        payload = {
+            "format": FORMAT,
+            "weight": self.weight.cpu(),
+            "pixel_mean": self.pixel_mean.cpu(),
+            "class_names": list(self.class_names),
+            "info": dict(self.info),
+        }
+        with atomic_open(path, "wb") as f:
+            torch.save(payload, f)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, map_location: str | torch.device | None = "cpu") -> "LinearClassifier":
+        """Read a classifier written by :meth:`save`.
+
+        Only tensors and plain Python values are unpickled (``weights_only=True``): a file crafted
+        to run code on load is refused before any of it runs.
+        """
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+        if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+            found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+            raise DataError(f"{path}: not a lit_linear classifier (format {found!r}, expected {FORMAT!r})")
+        return cls(payload["weight"], payload["pixel_mean"], payload["class_names"], payload.get("info"))

@@ -1,0 +1,278 @@
+"""CIFARDataModule: CIFAR splits as uint8 tensors on the training device, minibatches by index.
+
+The hot path never touches a per-sample ``Dataset``: each split is one ``(N, 3072)`` uint8 tensor
+(4x smaller than float32) that lives on the training device, and a minibatch is a gather of
+``batch_size`` rows from it. Scaling, mean subtraction and the bias column happen on the device
+in the model (:func:`lit_linear.classifier.preprocess`), so nothing is copied host->device per step.
+
+Minibatch order is a pure function of ``(seed, step)``: step ``t`` takes batch ``t % B`` of a
+fresh permutation of the training rows for epoch ``t // B`` (``B = N_train // batch_size``, the
+tail is dropped), so a fit resumed at step ``t`` continues with exactly the batches it would have
+seen. Under DDP every rank draws the same global batch and keeps its own contiguous share.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator, NamedTuple
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+from torch import Tensor
+
+from lit_linear.cifar import PIXELS, DatasetName, download, find_folder, get_spec, load_class_names, load_split
+from lit_linear.errors import ConfigError, DataError
+
+
+class Batch(NamedTuple):
+    """A minibatch: raw image rows, their labels, and their row numbers in the split."""
+
+    images: Tensor  # (n, 3072) uint8
+    labels: Tensor  # (n,) int64
+    index: Tensor  # (n,) int64
+
+
+class TrainBatches:
+    """Endless training minibatches drawn without replacement, epoch by epoch.
+
+    Args:
+        images: ``(N, 3072)`` uint8, on the training device.
+        labels: ``(N,)`` int64, same device.
+        batch_size: the global minibatch size (all ranks together).
+        seed: seeds each epoch's permutation.
+        first_step: the step the iterator starts at (the trainer's ``global_step`` on resume).
+        rank: this process's rank; it keeps rows ``[rank * b, (rank + 1) * b)`` of each global batch.
+        world_size: number of ranks; ``b = batch_size // world_size``.
+    """
+
+    def __init__(
+        self,
+        images: Tensor,
+        labels: Tensor,
+        batch_size: int,
+        seed: int,
+        first_step: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        if batch_size > len(labels):
+            raise ConfigError(f"data.batch_size ({batch_size}) is larger than the training split ({len(labels)} images)")
+        if batch_size % world_size:
+            raise ConfigError(
+                f"data.batch_size ({batch_size}) must be divisible by the number of devices ({world_size}) "
+                "so that every rank takes an equal share of each minibatch"
+            )
+        self.images, self.labels = images, labels
+        self.batch_size, self.seed, self.first_step = batch_size, seed, first_step
+        self.rank, self.world_size = rank, world_size
+        self.batches_per_epoch = len(labels) // batch_size
+        self._epoch, self._perm = -1, None
+
+    def _permutation(self, epoch: int) -> Tensor:
+        if epoch != self._epoch:
+            # Drawn on the CPU so that every device type sees the same order; one copy per epoch.
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self._perm = torch.randperm(len(self.labels), generator=generator).to(self.labels.device)
+            self._epoch = epoch
+        return self._perm
+
+    def global_indices(self, step: int) -> Tensor:
+        """Rows of the whole minibatch of ``step``, all ranks together: ``(batch_size,)``."""
+        epoch, position = divmod(step, self.batches_per_epoch)
+        start = position * self.batch_size
+        return self._permutation(epoch)[start : start + self.batch_size]
+
+    def batch(self, step: int) -> Batch:
+        """This rank's share of the minibatch of ``step``."""
+        share = self.batch_size // self.world_size
+        index = self.global_indices(step)[self.rank * share : (self.rank + 1) * share]  # (share,)
+        return Batch(self.images[index], self.labels[index], index)
+
+    def __iter__(self) -> Iterator[Batch]:
+        step = self.first_step
+        while True:
+            yield self.batch(step)
+            step += 1
+
+    def state_dict(self) -> dict[str, int]:
+        """What a resumed fit needs to draw the same minibatches: the position is ``global_step``."""
+        return {"seed": self.seed, "batch_size": self.batch_size, "num_rows": len(self.labels)}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        if state.get("batch_size") != self.batch_size or state.get("num_rows") != len(self.labels):
+            raise ConfigError(
+                f"cannot resume exactly: the checkpoint drew minibatches of {state.get('batch_size')} from "
+                f"{state.get('num_rows')} training images, this run draws {self.batch_size} from {len(self.labels)}; "
+                "use the same data.batch_size and data.val_ratio as the checkpointed run"
+            )
+        self.seed = int(state["seed"])
+        self._epoch = -1
+
+
+class EvalBatches:
+    """One split in fixed chunks, in row order; under DDP each rank takes a contiguous shard.
+
+    Args:
+        images: ``(N, 3072)`` uint8.
+        labels: ``(N,)`` int64.
+        chunk_size: rows per chunk (bounds the ``(chunk, D)`` float temporary).
+        rank: this process's rank.
+        world_size: number of ranks.
+    """
+
+    def __init__(self, images: Tensor, labels: Tensor, chunk_size: int, rank: int = 0, world_size: int = 1) -> None:
+        n = len(labels)
+        self.start, self.stop = n * rank // world_size, n * (rank + 1) // world_size
+        self.images, self.labels, self.chunk_size = images, labels, chunk_size
+
+    def __len__(self) -> int:
+        return -(-(self.stop - self.start) // self.chunk_size)
+
+    def __iter__(self) -> Iterator[Batch]:
+        for lo in range(self.start, self.stop, self.chunk_size):
+            hi = min(lo + self.chunk_size, self.stop)
+            index = torch.arange(lo, hi, device=self.labels.device)
+            yield Batch(self.images[lo:hi], self.labels[lo:hi], index)
+
+
+class CIFARDataModule(pl.LightningDataModule):
+    """CIFAR-10/100 for linear classifiers: whole splits on the device, minibatches by index.
+
+    Args:
+        data_dir: folder holding ``cifar-10-batches-py/`` (or ``cifar-100-python/``), or that
+            folder itself.
+        dataset: ``cifar10`` or ``cifar100`` (fine labels, 100 classes).
+        download: fetch and verify the official archive if the folder is missing; a folder that
+            is present is used as it is, never re-downloaded.
+        batch_size: images per SGD step, all devices together.
+        val_ratio: fraction of the 50,000 training images held out for validation: the last
+            ``val_ratio * 50000`` rows, as in the course (deterministic).
+        seed: seeds the minibatch order (weights are seeded by ``seed_everything``).
+        eval_batch_size: images per chunk when measuring accuracy.
+    """
+
+    def __init__(
+        self,
+        data_dir: str = "data",
+        dataset: DatasetName = "cifar10",
+        download: bool = True,
+        batch_size: int = 200,
+        val_ratio: float = 0.2,
+        seed: int = 0,
+        eval_batch_size: int = 10000,
+    ) -> None:
+        super().__init__()
+        self.spec = get_spec(dataset)
+        if not isinstance(batch_size, int) or batch_size <= 0:
+            raise ConfigError(f"data.batch_size must be a positive integer, got {batch_size!r}")
+        if not 0.0 < val_ratio < 1.0:
+            raise ConfigError(f"data.val_ratio must lie strictly between 0 and 1, got {val_ratio!r}")
+        if not isinstance(eval_batch_size, int) or eval_batch_size <= 0:
+            raise ConfigError(f"data.eval_batch_size must be a positive integer, got {eval_batch_size!r}")
+        self.save_hyperparameters()
+        self.data_dir = Path(data_dir)
+        self._class_names = list(self.spec.class_names)
+        self.train_images = self.train_labels = self.val_images = self.val_labels = None
+        self.test_images = self.test_labels = None
+        self.pixel_mean: Tensor | None = None
+
+    # --- what LightningCLI links into the model ------------------------------------------
+    @property
+    def num_classes(self) -> int:
+        return self.spec.num_classes
+
+    @property
+    def class_names(self) -> list[str]:
+        """Class names, index order; read from the meta file once the data is set up."""
+        return list(self._class_names)
+
+    @property
+    def feature_dim(self) -> int:
+        """Features per image after preprocessing: 3072 pixels and the bias column."""
+        return PIXELS + 1
+
+    # --- files -------------------------------------------------------------------------------
+    def _folder(self) -> Path | None:
+        return find_folder(self.data_dir, self.spec)
+
+    def _missing_message(self) -> str:
+        return (
+            f"{self.spec.title} not found: looked for {self.data_dir / self.spec.folder} (and {self.data_dir}) "
+            f"holding {', '.join(self.spec.all_files)}. Set --data.download true to fetch the official archive, "
+            f"or point --data.data_dir at the folder that contains {self.spec.folder}/"
+        )
+
+    def prepare_data(self) -> None:
+        if self._folder() is not None:
+            return
+        if not self.hparams.download:
+            raise DataError(self._missing_message())
+        rank_zero_info(f"Downloading {self.spec.title} into {self.data_dir} ...")
+        download(self.data_dir, self.spec)
+        if self._folder() is None:
+            raise DataError(f"downloaded the {self.spec.title} archive, but: {self._missing_message()}")
+
+    def setup(self, stage: str) -> None:
+        """Load what ``stage`` needs: train/val splits (and the mean) to fit or validate, test to test or predict."""
+        folder = self._folder()
+        if folder is None:
+            raise DataError(self._missing_message())
+        self._class_names = load_class_names(folder, self.spec)
+        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        if stage in ("fit", "validate") and self.train_images is None:
+            self._setup_train_val(folder, device)
+        if stage in ("test", "predict") and self.test_images is None:
+            images, labels = load_split(folder, self.spec, "test")
+            self.test_images, self.test_labels = images.to(device), labels.to(device)
+
+    def _setup_train_val(self, folder: Path, device: torch.device) -> None:
+        images, labels = load_split(folder, self.spec, "train")
+        num_val = int(round(len(labels) * self.hparams.val_ratio))
+        if not 0 < num_val < len(labels):
+            raise ConfigError(
+                f"data.val_ratio={self.hparams.val_ratio} leaves {num_val} of {len(labels)} images for validation; "
+                "both splits must be non-empty"
+            )
+        num_train = len(labels) - num_val
+        train_images = images[:num_train]
+        # Per-channel mean of the training rows only (the course subtracts the mean RGB colour),
+        # broadcast to every pixel of its channel.
+        channel_mean = train_images.view(num_train, 3, -1).sum(dim=(0, 2), dtype=torch.float64)
+        channel_mean /= num_train * (PIXELS // 3) * 255.0
+        self.pixel_mean = channel_mean.repeat_interleave(PIXELS // 3).float()  # (3072,)
+        self.train_images, self.train_labels = train_images.to(device), labels[:num_train].to(device)
+        self.val_images, self.val_labels = images[num_train:].to(device), labels[num_train:].to(device)
+
+    # --- loaders -------------------------------------------------------------------------------
+    def _rank(self) -> tuple[int, int]:
+        if self.trainer is None:
+            return 0, 1
+        return self.trainer.global_rank, self.trainer.world_size
+
+    def _eval(self, images: Tensor, labels: Tensor) -> EvalBatches:
+        return EvalBatches(images, labels, self.hparams.eval_batch_size, *self._rank())
+
+    def train_dataloader(self) -> TrainBatches:
+        rank, world_size = self._rank()
+        first_step = self.trainer.global_step if self.trainer is not None else 0
+        return TrainBatches(
+            self.train_images,
+            self.train_labels,
+            self.hparams.batch_size,
+            self.hparams.seed,
+            first_step=first_step,
+            rank=rank,
+            world_size=world_size,
+        )
+
+    def val_dataloader(self) -> list[EvalBatches]:
+        """Two loaders: the training split (index 0) and the validation split (index 1)."""
+        return [self._eval(self.train_images, self.train_labels), self._eval(self.val_images, self.val_labels)]
+
+    def test_dataloader(self) -> EvalBatches:
+        return self._eval(self.test_images, self.test_labels)
+
+    def predict_dataloader(self) -> EvalBatches:
+        """The test split, in row order."""
+        return self._eval(self.test_images, self.test_labels)

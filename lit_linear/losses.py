@@ -1,0 +1,254 @@
+"""Multiclass SVM and softmax losses with hand-derived gradients.
+
+Pure PyTorch maths: no autograd, no Lightning. Every function returns ``(loss, dW)``.
+
+Shapes (D features including the bias column, C classes, N rows, K configs):
+
+- ``W``: ``(D, C)`` for one classifier, or a grid of K classifiers as ``(K, D, C)``
+  (``layout="KDC"``, the default) or ``(D, K, C)`` (``layout="DKC"``);
+- ``X``: ``(N, D)``, the same dtype and device as ``W``;
+- ``y``: ``(N,)`` int64 labels in ``[0, C)``;
+- ``reg``: a float, or for a grid a ``(K,)`` tensor of per-config strengths.
+
+Returns ``loss`` as a 0-dim tensor for ``(D, C)`` and ``(K,)`` for a grid, and ``dW`` in the
+shape and layout of ``W``. Both losses are averaged over the N rows and add ``reg * sum(W**2)``
+(no 1/2, so the regulariser's gradient is ``2 * reg * W``), as in EECS 498 A2 / CS231n A1.
+
+Why the ``DKC`` layout: the K configs share the minibatch, so the scores of the whole grid are
+one product ``X (N, D) @ W (D, K*C)`` and the gradient one product ``X.T (D, N) @ dS (N, K*C)``.
+A ``(D, K, C)`` tensor *is* that ``(D, K*C)`` matrix (a free view), while ``(K, D, C)`` must be
+transposed into it and back at every call. Training code keeps its grid in ``DKC``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+Layout = Literal["KDC", "DKC"]
+
+__all__ = [
+    "svm_loss_naive",
+    "svm_loss_vectorized",
+    "softmax_loss_naive",
+    "softmax_loss_vectorized",
+]
+
+
+# --------------------------------------------------------------------------- naive references
+
+
+def _check_single(W: Tensor, X: Tensor, y: Tensor) -> None:
+    if W.dim() != 2:
+        raise ValueError(f"W must have shape (D, C) for the naive losses, got {tuple(W.shape)}")
+    _check_batch(W.shape[0], W.shape[-1], X, y)
+
+
+def _check_batch(D: int, C: int, X: Tensor, y: Tensor) -> None:
+    if X.dim() != 2 or X.shape[1] != D:
+        raise ValueError(f"X must have shape (N, {D}) to match W, got {tuple(X.shape)}")
+    if y.shape != (X.shape[0],):
+        raise ValueError(f"y must have shape ({X.shape[0]},) to match X, got {tuple(y.shape)}")
+    if C < 2:
+        raise ValueError(f"W must have at least 2 classes (columns), got {C}")
+
+
+def svm_loss_naive(W: Tensor, X: Tensor, y: Tensor, reg: float) -> tuple[Tensor, Tensor]:
+    """Multiclass (Weston-Watkins) hinge loss with explicit loops over rows and classes.
+
+    The readable reference and test oracle for :func:`svm_loss_vectorized`; far too slow to train.
+
+    Args:
+        W: weights ``(D, C)``.
+        X: minibatch ``(N, D)``.
+        y: labels ``(N,)``.
+        reg: L2 strength; adds ``reg * sum(W**2)``.
+
+    Returns:
+        ``(loss, dW)``: a 0-dim tensor and ``(D, C)``.
+    """
+    _check_single(W, X, y)
+    num_train, num_classes = X.shape[0], W.shape[1]
+    loss = torch.zeros((), dtype=W.dtype, device=W.device)
+    dW = torch.zeros_like(W)
+    for i in range(num_train):
+        scores = X[i] @ W  # (C,)
+        correct = scores[y[i]]
+        for j in range(num_classes):
+            if j == y[i]:
+                continue
+            margin = scores[j] - correct + 1
+            if margin > 0:
+                loss += margin
+                dW[:, j] += X[i]
+                dW[:, y[i]] -= X[i]
+    loss = loss / num_train + reg * torch.sum(W * W)
+    dW = dW / num_train + 2 * reg * W
+    return loss, dW
+
+
+def softmax_loss_naive(W: Tensor, X: Tensor, y: Tensor, reg: float) -> tuple[Tensor, Tensor]:
+    """Softmax cross-entropy with explicit loops over rows and classes.
+
+    Each row's scores are shifted by their maximum before ``exp`` so that large scores
+    cannot overflow; the shift cancels in the probabilities.
+
+    Args:
+        W: weights ``(D, C)``.
+        X: minibatch ``(N, D)``.
+        y: labels ``(N,)``.
+        reg: L2 strength; adds ``reg * sum(W**2)``.
+
+    Returns:
+        ``(loss, dW)``: a 0-dim tensor and ``(D, C)``.
+    """
+    _check_single(W, X, y)
+    num_train, num_classes = X.shape[0], W.shape[1]
+    loss = torch.zeros((), dtype=W.dtype, device=W.device)
+    dW = torch.zeros_like(W)
+    for i in range(num_train):
+        scores = X[i] @ W  # (C,)
+        scores = scores - scores.max()
+        log_sum_exp = torch.log(torch.exp(scores).sum())
+        loss += log_sum_exp - scores[y[i]]
+        for j in range(num_classes):
+            p_j = torch.exp(scores[j] - log_sum_exp)
+            dW[:, j] += (p_j - (1 if j == y[i] else 0)) * X[i]
+    loss = loss / num_train + reg * torch.sum(W * W)
+    dW = dW / num_train + 2 * reg * W
+    return loss, dW
+
+
+# --------------------------------------------------------------------------- vectorized (grid)
+
+
+def _to_dkc(W: Tensor, layout: Layout) -> tuple[Tensor, bool]:
+    """View any accepted W as a ``(D, K, C)`` grid; also say whether W was a single ``(D, C)``."""
+    if W.dim() == 2:
+        return W.unsqueeze(1), True
+    if W.dim() != 3:
+        raise ValueError(f"W must have shape (D, C), (K, D, C) or (D, K, C), got {tuple(W.shape)}")
+    if layout == "KDC":
+        return W.permute(1, 0, 2), False
+    if layout == "DKC":
+        return W, False
+    raise ValueError(f"layout must be 'KDC' or 'DKC', got {layout!r}")
+
+
+def _from_dkc(dW: Tensor, layout: Layout, single: bool) -> Tensor:
+    if single:
+        return dW.squeeze(1)
+    return dW.permute(1, 0, 2).contiguous() if layout == "KDC" else dW
+
+
+def _reg_view(reg: float | Tensor, K: int, W: Tensor) -> float | Tensor:
+    """``reg`` as a Python number or a ``(1, K, 1)`` tensor that broadcasts over ``(D, K, C)``."""
+    if not isinstance(reg, Tensor):
+        return float(reg)
+    if reg.dim() == 0:
+        return reg.to(W.dtype)
+    if reg.shape != (K,):
+        raise ValueError(f"reg must be a float or a ({K},) tensor for a grid of {K}, got {tuple(reg.shape)}")
+    return reg.to(W.dtype).view(1, K, 1)
+
+
+def _grid_scores(W: Tensor, X: Tensor, y: Tensor, layout: Layout):
+    """Scores of every config on the shared minibatch, as one wide matrix product."""
+    Wg, single = _to_dkc(W, layout)  # (D, K, C)
+    D, K, C = Wg.shape
+    _check_batch(D, C, X, y)
+    N = X.shape[0]
+    # reshape is a free view in DKC layout; in KDC layout it is the one copy that layout costs.
+    scores = (X @ Wg.reshape(D, K * C)).view(N, K, C)  # (N, K, C)
+    label_index = y.view(N, 1, 1).expand(N, K, 1)  # (N, K, 1)
+    return Wg, single, scores, label_index
+
+
+def _finish(
+    Wg: Tensor,
+    X: Tensor,
+    data_loss: Tensor,
+    dscores: Tensor,
+    reg: float | Tensor,
+    layout: Layout,
+    single: bool,
+) -> tuple[Tensor, Tensor]:
+    """Add the regulariser and turn ``dL/dscores (N, K, C)`` into ``dL/dW`` by one product."""
+    D, K, C = Wg.shape
+    N = X.shape[0]
+    reg = _reg_view(reg, K, Wg)
+    dW = (X.t() @ dscores.view(N, K * C)).view(D, K, C)  # (D, K, C)
+    # ||W_k||^2 per config without materialising W*W (a (D, K, C) temporary).
+    sq_norm = torch.linalg.vector_norm(Wg, dim=(0, 2)).square()  # (K,)
+    if isinstance(reg, Tensor):
+        loss = data_loss + reg.view(-1) * sq_norm
+        dW.addcmul_(Wg, reg, value=2.0)
+    else:
+        loss = data_loss + reg * sq_norm
+        dW.add_(Wg, alpha=2.0 * reg)
+    dW = _from_dkc(dW, layout, single)
+    return (loss.squeeze(0) if single else loss), dW
+
+
+def svm_loss_vectorized(
+    W: Tensor, X: Tensor, y: Tensor, reg: float | Tensor, *, layout: Layout = "KDC"
+) -> tuple[Tensor, Tensor]:
+    """Multiclass hinge loss and its gradient, no Python loop over rows, classes or configs.
+
+    ``L_i = sum_{j != y_i} max(0, s_j - s_{y_i} + 1)`` with ``s = X W``, averaged over the rows,
+    plus ``reg * sum(W**2)``. At a margin of exactly 0 the subgradient 0 is taken.
+
+    Args:
+        W: ``(D, C)``, or a grid ``(K, D, C)`` / ``(D, K, C)`` as chosen by ``layout``.
+        X: ``(N, D)``.
+        y: ``(N,)`` int64.
+        reg: float, or ``(K,)`` tensor for a grid.
+        layout: how a 3-dim ``W`` is laid out: ``"KDC"`` or ``"DKC"`` (faster; see module doc).
+
+    Returns:
+        ``(loss, dW)``: ``loss`` 0-dim (single) or ``(K,)`` (grid); ``dW`` shaped like ``W``.
+    """
+    Wg, single, scores, label_index = _grid_scores(W, X, y, layout)
+    N = X.shape[0]
+    correct = scores.gather(2, label_index)  # (N, K, 1)
+    margins = (scores - correct + 1).clamp_min_(0)  # (N, K, C)
+    margins.scatter_(2, label_index, 0)  # the true class contributes no margin
+    data_loss = margins.sum(dim=(0, 2)) / N  # (K,)
+    # dL/ds_j = 1 for every violating j, and -(number of violations) for the true class.
+    dscores = (margins > 0).to(scores.dtype)  # (N, K, C)
+    dscores.scatter_(2, label_index, -dscores.sum(dim=2, keepdim=True))
+    dscores.div_(N)
+    return _finish(Wg, X, data_loss, dscores, reg, layout, single)
+
+
+def softmax_loss_vectorized(
+    W: Tensor, X: Tensor, y: Tensor, reg: float | Tensor, *, layout: Layout = "KDC"
+) -> tuple[Tensor, Tensor]:
+    """Softmax cross-entropy and its gradient, no Python loop over rows, classes or configs.
+
+    Scores are shifted by each row's maximum, and the loss is taken as
+    ``logsumexp(s) - s_y`` rather than ``-log(p_y)``, so scores of +-1e4 stay finite in float32.
+
+    Args:
+        W: ``(D, C)``, or a grid ``(K, D, C)`` / ``(D, K, C)`` as chosen by ``layout``.
+        X: ``(N, D)``.
+        y: ``(N,)`` int64.
+        reg: float, or ``(K,)`` tensor for a grid.
+        layout: how a 3-dim ``W`` is laid out: ``"KDC"`` or ``"DKC"`` (faster; see module doc).
+
+    Returns:
+        ``(loss, dW)``: ``loss`` 0-dim (single) or ``(K,)`` (grid); ``dW`` shaped like ``W``.
+    """
+    Wg, single, scores, label_index = _grid_scores(W, X, y, layout)
+    N = X.shape[0]
+    scores = scores - scores.amax(dim=2, keepdim=True)  # (N, K, C), max 0 per row
+    probs = scores.exp()  # (N, K, C)
+    sum_exp = probs.sum(dim=2, keepdim=True)  # (N, K, 1), >= 1
+    data_loss = (sum_exp.log() - scores.gather(2, label_index)).sum(dim=(0, 2)) / N  # (K,)
+    # dL/ds = softmax(s) - onehot(y), averaged over the rows.
+    probs.div_(sum_exp)
+    probs.scatter_add_(2, label_index, torch.full_like(sum_exp, -1.0))
+    probs.div_(N)
+    return _finish(Wg, X, data_loss, probs, reg, layout, single)

@@ -1,0 +1,255 @@
+"""LinearClassifierModule: a whole learning-rate x regularization grid, trained at once by hand.
+
+Run it through the CLI (``python train.py fit --config configs/softmax_sweep.yaml``) or from Python::
+
+    trainer = pl.Trainer(max_steps=2000, val_check_interval=500, check_val_every_n_epoch=None)
+    trainer.fit(LinearClassifierModule(loss="softmax", lr=[0.1, 0.4], reg=[1e-4, 1e-3]), CIFARDataModule())
+
+The K = len(lr) * len(reg) configs live side by side in one ``W (D, K, C)``. Every step, all of
+them score the same minibatch in one ``(N, D) @ (D, K*C)`` product and get their hand-derived
+gradient from one ``(D, N) @ (N, K*C)`` product (:mod:`lit_linear.losses`); :class:`GridSGD`
+then applies ``W_k <- W_k - lr_k * dW_k``. Lightning never calls backward
+(``automatic_optimization = False``). Config k of a grid therefore follows exactly the path it
+would follow trained alone with the same seed.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any, Literal
+
+import lightning.pytorch as pl
+import torch
+from torch import Tensor, nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from lit_linear.classifier import LinearClassifier, preprocess
+from lit_linear.errors import ConfigError, LitLinearError, SweepDivergedError
+from lit_linear.losses import softmax_loss_vectorized, svm_loss_vectorized
+from lit_linear.metrics import GridAccuracy
+from lit_linear.optim import GridSGD
+from lit_linear.sweep import ConfigResult, SweepResult, as_value_list, grid
+
+LOSSES = {"svm": svm_loss_vectorized, "softmax": softmax_loss_vectorized}
+
+
+def check_fit_settings(max_steps: int | None, val_check_interval: Any) -> None:
+    """Refuse trainer settings under which a sweep cannot end with validated weights."""
+    if max_steps is None or max_steps <= 0:
+        raise ConfigError(
+            f"trainer.max_steps must be a positive number of SGD iterations (got {max_steps}); e.g. --trainer.max_steps 2000"
+        )
+    if not isinstance(val_check_interval, int) or isinstance(val_check_interval, bool) or val_check_interval <= 0:
+        raise ConfigError(
+            f"trainer.val_check_interval must be a positive number of steps (got {val_check_interval!r}): the training "
+            "stream has no epochs; e.g. --trainer.val_check_interval 500 --trainer.check_val_every_n_epoch null"
+        )
+    if max_steps % val_check_interval:
+        raise ConfigError(
+            f"trainer.max_steps ({max_steps}) must be a multiple of trainer.val_check_interval ({val_check_interval}) "
+            "so that the final weights are validated"
+        )
+
+
+class LinearClassifierModule(pl.LightningModule):
+    """A grid of linear classifiers (SVM or softmax) trained together with hand-written SGD.
+
+    Args:
+        loss: ``svm`` (multiclass hinge, margin 1) or ``softmax`` (cross-entropy).
+        lr: learning rate, or a list of them: one axis of the grid.
+        reg: L2 strength (adds ``reg * sum(W**2)``), or a list: the other axis of the grid.
+        weight_scale: initial ``W = weight_scale * randn(D, C)``, the same for every config.
+        lr_decay: multiply every learning rate by this every ``lr_decay_every`` steps (1.0: constant).
+        lr_decay_every: steps between learning-rate decays.
+        num_classes: C; linked from the data module by the CLI.
+        feature_dim: D, features per image including the bias column; linked from the data module.
+        class_names: names of the C classes; linked from the data module.
+    """
+
+    def __init__(
+        self,
+        loss: Literal["svm", "softmax"] = "softmax",
+        lr: float | list[float] = 0.1,
+        reg: float | list[float] = 1e-3,
+        weight_scale: float = 1e-6,
+        lr_decay: float = 1.0,
+        lr_decay_every: int = 200,
+        num_classes: int = 10,
+        feature_dim: int = 3073,
+        class_names: list[str] | None = None,
+    ) -> None:
+        super().__init__()
+        if loss not in LOSSES:
+            raise ConfigError(f"model.loss must be one of {', '.join(LOSSES)}; got {loss!r}")
+        lrs = as_value_list(lr, "model.lr", allow_zero=False)
+        regs = as_value_list(reg, "model.reg", allow_zero=True)
+        if not (math.isfinite(weight_scale) and weight_scale >= 0):
+            raise ConfigError(f"model.weight_scale must be a finite number >= 0, got {weight_scale!r}")
+        if not (math.isfinite(lr_decay) and 0 < lr_decay <= 1):
+            raise ConfigError(f"model.lr_decay must lie in (0, 1], got {lr_decay!r}")
+        if not isinstance(lr_decay_every, int) or lr_decay_every <= 0:
+            raise ConfigError(f"model.lr_decay_every must be a positive number of steps, got {lr_decay_every!r}")
+        if num_classes < 2 or feature_dim < 2:
+            raise ConfigError(f"model.num_classes must be >= 2 and model.feature_dim >= 2, got {num_classes}, {feature_dim}")
+        class_names = list(class_names) if class_names is not None else [str(c) for c in range(num_classes)]
+        if len(class_names) != num_classes:
+            raise ConfigError(f"model.class_names has {len(class_names)} names for {num_classes} classes")
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self.loss_fn = LOSSES[loss]
+        self.configs = grid(lrs, regs)  # config k = (lr, reg), lr-major
+        self.class_names = class_names
+        K = len(self.configs)
+
+        w0 = weight_scale * torch.randn(feature_dim, num_classes)  # (D, C), shared by every config
+        # requires_grad only because DDP refuses a module without a trainable parameter.
+        self.W = nn.Parameter(w0.unsqueeze(1).repeat(1, K, 1))  # (D, K, C)
+        self.register_buffer("reg", torch.tensor([r for _, r in self.configs]), persistent=False)  # (K,)
+        self.register_buffer("pixel_mean", torch.zeros(feature_dim - 1))  # (D-1,), set from the data
+        self.register_buffer("diverged", torch.zeros(K, dtype=torch.bool))  # (K,), as of the last validation
+        self.register_buffer("best_index", torch.tensor(-1))  # best config by val accuracy; -1: none yet
+        self.register_buffer("loss_sum", torch.zeros(K))  # (K,) training loss summed since the last validation
+        self.register_buffer("loss_steps", torch.tensor(0))
+        self.train_acc = GridAccuracy(K)
+        self.val_acc = GridAccuracy(K)
+        self.test_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
+        self.results: SweepResult | None = None
+
+    @property
+    def num_configs(self) -> int:
+        return len(self.configs)
+
+    # --- setup -------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        if stage == "fit":
+            check_fit_settings(self.trainer.max_steps, self.trainer.val_check_interval)
+            datamodule = self.trainer.datamodule
+            if getattr(datamodule, "pixel_mean", None) is not None:
+                self.pixel_mean.copy_(datamodule.pixel_mean)
+        datamodule = self.trainer.datamodule
+        if datamodule is not None and hasattr(datamodule, "class_names"):
+            self.class_names = list(datamodule.class_names)
+
+    def configure_optimizers(self) -> GridSGD:
+        return GridSGD(
+            [self.W],
+            lr=[lr for lr, _ in self.configs],
+            lr_decay=self.hparams.lr_decay,
+            lr_decay_every=self.hparams.lr_decay_every,
+            config_dim=1,
+        )
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint.get("hyper_parameters", {})
+        differ = [k for k in ("loss", "lr", "reg", "num_classes", "feature_dim") if k in saved and saved[k] != self.hparams[k]]
+        if differ:
+            detail = "; ".join(f"model.{k}: checkpoint {saved[k]!r}, this run {self.hparams[k]!r}" for k in differ)
+            raise ConfigError(f"the checkpoint was trained with another grid ({detail}); use the config it was trained with")
+
+    # --- training ------------------------------------------------------------------------------
+    def _features(self, images: Tensor) -> Tensor:
+        return preprocess(images, self.pixel_mean, self.W.dtype)  # (N, D)
+
+    def training_step(self, batch, batch_idx: int) -> None:
+        X = self._features(batch.images)  # (N, D)
+        strategy = self.trainer.strategy
+
+        def closure() -> Tensor:
+            loss, dW = self.loss_fn(self.W, X, batch.labels, self.reg, layout="DKC")  # (K,), (D, K, C)
+            # DDP only averages gradients that autograd produced; this one is averaged by hand so
+            # that every rank applies the same update (a no-op on one device).
+            self.W.grad = strategy.reduce(dW, reduce_op="mean")
+            return strategy.reduce(loss, reduce_op="mean")
+
+        loss = self.optimizers().step(closure=closure)  # (K,)
+        # Accumulated on the device and read at validation: per-step logging would sync every step.
+        self.loss_sum.add_(loss)
+        self.loss_steps.add_(1)
+
+    # --- validation: train and val accuracy of every config ------------------------------------
+    def _grid_scores(self, images: Tensor) -> Tensor:
+        X = self._features(images)  # (n, D)
+        D, K, C = self.W.shape
+        return (X @ self.W.view(D, K * C)).view(-1, K, C)  # (n, K, C)
+
+    def validation_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        preds = self._grid_scores(batch.images).argmax(dim=2)  # (n, K)
+        (self.train_acc if dataloader_idx == 0 else self.val_acc).update(preds, batch.labels)
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            self.train_acc.reset()
+            self.val_acc.reset()
+            return
+        train_acc, val_acc = self.train_acc.compute(), self.val_acc.compute()  # (K,), summed over ranks
+        self.train_acc.reset()
+        self.val_acc.reset()
+        diverged = ~torch.isfinite(self.W).all(dim=2).all(dim=0)  # (K,)
+        optimizer = self.optimizers(use_pl_optimizer=False) if self.trainer.state.fn == "fit" else None
+        frozen = optimizer.diverged() if isinstance(optimizer, GridSGD) else None
+        if frozen is not None:
+            diverged |= frozen
+        self.diverged.copy_(diverged)
+        train_loss = (self.loss_sum / self.loss_steps).tolist() if self.loss_steps > 0 else [math.nan] * self.num_configs
+        self.loss_sum.zero_()
+        self.loss_steps.zero_()
+
+        usable = val_acc.masked_fill(diverged, -1.0)
+        best = int(usable.argmax()) if not bool(diverged.all()) else -1
+        self.best_index.fill_(best)
+        configs = tuple(
+            ConfigResult(lr, reg, float(ta), float(va), float(tl), "diverged" if bad else "ok")
+            for (lr, reg), ta, va, tl, bad in zip(self.configs, train_acc.tolist(), val_acc.tolist(), train_loss, diverged.tolist())
+        )
+        self.results = SweepResult(self.hparams.loss, self.global_step, configs, best if best >= 0 else None)
+        top = self.results.best
+        self.log("val/acc", top.val_acc if top else 0.0, prog_bar=True)
+        if top is not None:
+            self.log("train/acc", top.train_acc)
+            self.log("train/loss", top.train_loss)
+
+    # --- results -------------------------------------------------------------------------------
+    def best_classifier(self) -> LinearClassifier:
+        """The best config (by val accuracy at the last validation) as a standalone classifier."""
+        k = int(self.best_index)
+        if k < 0:
+            raise LitLinearError(
+                "this model has no validated config: load a fitted checkpoint (--ckpt_path best, last or a file), "
+                "or every config diverged"
+            )
+        lr, reg = self.configs[k]
+        info: dict[str, Any] = {"loss": self.hparams.loss, "lr": lr, "reg": reg}
+        if self.results is not None and self.results.best_index == k:
+            info.update(train_acc=self.results.best.train_acc, val_acc=self.results.best.val_acc, step=self.results.step)
+        return LinearClassifier(self.W[:, k, :], self.pixel_mean, self.class_names, info)
+
+    def on_fit_end(self) -> None:
+        log_dir = self.trainer.log_dir  # a collective under DDP: every rank asks
+        if self.results is None:
+            return
+        if self.trainer.is_global_zero and log_dir is not None:
+            self.results.write_json(os.path.join(log_dir, "sweep.json"))
+            if self.results.best is not None:
+                self.best_classifier().save(os.path.join(log_dir, "best_model.pt"))
+            print(self.results.table(), flush=True)
+        if self.results.best is None:
+            raise SweepDivergedError(
+                f"every one of the {self.num_configs} configs diverged (non-finite loss or weights); no best_model.pt "
+                f"was written. Try smaller learning rates (model.lr = {[lr for lr, _ in self.configs][:5]}...)"
+            )
+
+    # --- test and predict: the best config only ------------------------------------------------
+    def _best_scores(self, images: Tensor) -> Tensor:
+        k = int(self.best_index)
+        if k < 0:
+            self.best_classifier()  # raises the explanation
+        return self._features(images) @ self.W[:, k, :]  # (n, C)
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self.test_acc.update(self._best_scores(batch.images).argmax(dim=1), batch.labels)
+        self.log("test/acc", self.test_acc)
+
+    def predict_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> tuple[Tensor, Tensor]:
+        """``(row index (n,), predicted label (n,))`` of the best config."""
+        return batch.index, self._best_scores(batch.images).argmax(dim=1)

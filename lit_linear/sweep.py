@@ -1,0 +1,114 @@
+"""The learning-rate x regularization grid and its results: configs, names, table, sweep.json."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+from lit_linear.atomic import atomic_write_text
+from lit_linear.errors import ConfigError
+
+
+def as_value_list(value: float | Sequence[float], option: str, *, allow_zero: bool) -> list[float]:
+    """A float or a non-empty list of floats, each finite and > 0 (>= 0 with ``allow_zero``)."""
+    values = [value] if isinstance(value, (int, float)) else list(value)
+    valid = "finite numbers >= 0" if allow_zero else "finite numbers > 0"
+    if not values:
+        raise ConfigError(f"{option} is an empty list; give one value or a list of {valid}")
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
+            raise ConfigError(f"{option} must hold {valid}; got {v!r} in {values}")
+    if len(set(values)) != len(values):
+        raise ConfigError(f"{option} lists a value twice: {values}")
+    return [float(v) for v in values]
+
+
+def grid(lrs: Sequence[float], regs: Sequence[float]) -> list[tuple[float, float]]:
+    """All (lr, reg) pairs, lr-major: config ``k = i * len(regs) + j`` is ``(lrs[i], regs[j])``."""
+    return [(lr, reg) for lr in lrs for reg in regs]
+
+
+def config_name(lr: float, reg: float) -> str:
+    """A short, readable, filesystem-safe name for one config, e.g. ``lr=0.05,reg=0.0001``."""
+    return f"lr={lr:.6g},reg={reg:.6g}"
+
+
+@dataclass(frozen=True)
+class ConfigResult:
+    """One config's latest validation: accuracies are fractions in [0, 1]."""
+
+    lr: float
+    reg: float
+    train_acc: float
+    val_acc: float
+    train_loss: float
+    status: str  # "ok" or "diverged"
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """All configs of a sweep after a validation, and which one is best (None if all diverged)."""
+
+    loss: str
+    step: int
+    configs: tuple[ConfigResult, ...]
+    best_index: int | None
+
+    @property
+    def best(self) -> ConfigResult | None:
+        return None if self.best_index is None else self.configs[self.best_index]
+
+    def to_dict(self) -> dict:
+        best = self.best
+        return {
+            "loss": self.loss,
+            "step": self.step,
+            "best": None
+            if best is None
+            else {"lr": best.lr, "reg": best.reg, "train_acc": best.train_acc, "val_acc": best.val_acc},
+            "configs": [asdict(c) for c in self.configs],
+        }
+
+    def write_json(self, path: str | os.PathLike) -> None:
+        """Write ``sweep.json`` atomically (non-finite losses of diverged configs become null)."""
+
+        def finite(x):
+            return x if not isinstance(x, float) or math.isfinite(x) else None
+
+        data = self.to_dict()
+        for c in data["configs"]:
+            c.update({k: finite(v) for k, v in c.items()})
+        atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+
+    def table(self) -> str:
+        """The results as aligned text, one config per line, the best one marked, as the course prints."""
+        lines = [f"{self.loss} sweep: {len(self.configs)} configs after {self.step} steps"]
+        lines.append(f"  {'lr':>10}  {'reg':>10}  {'train acc':>9}  {'val acc':>7}  {'loss':>9}  status")
+        for k, c in enumerate(self.configs):
+            mark = "  <- best" if k == self.best_index else ""
+            lines.append(
+                f"  {c.lr:10.3e}  {c.reg:10.3e}  {100 * c.train_acc:8.2f}%  {100 * c.val_acc:6.2f}%"
+                f"  {c.train_loss:9.4f}  {c.status}{mark}"
+            )
+        best = self.best
+        if best is None:
+            lines.append("no usable config: every config diverged")
+        else:
+            lines.append(
+                f"best validation accuracy: {100 * best.val_acc:.2f}% (lr {best.lr:.3e}, reg {best.reg:.3e})"
+            )
+        return "\n".join(lines)
+
+    def markdown(self) -> str:
+        """The results as a Markdown table (for TensorBoard's text dashboard)."""
+        rows = ["| lr | reg | train acc | val acc | train loss | status |", "|---|---|---|---|---|---|"]
+        for k, c in enumerate(self.configs):
+            star = " **(best)**" if k == self.best_index else ""
+            rows.append(
+                f"| {c.lr:.3e} | {c.reg:.3e} | {100 * c.train_acc:.2f}% | {100 * c.val_acc:.2f}% "
+                f"| {c.train_loss:.4f} | {c.status}{star} |"
+            )
+        return "\n".join(rows)

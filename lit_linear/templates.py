@@ -1,0 +1,70 @@
+"""Class templates: the columns of W drawn as 32x32 colour images, labelled, in one grid.
+
+As in the course, the bias row is dropped, each column is reshaped to ``3 x 32 x 32`` and all C
+templates are rescaled to [0, 255] with one min/max, so their brightness can be compared.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+from torch import Tensor
+
+LABEL_HEIGHT = 12  # px strip under each tile for the class name
+PAD = 2  # px between tiles
+
+
+def class_templates(W: Tensor) -> Tensor:
+    """``W (3073, C)`` with its bias row -> ``(C, 3, 32, 32)`` uint8 templates, one min/max for all."""
+    w = W[:-1].detach().double().cpu()  # (3072, C)
+    w = w.t().reshape(-1, 3, 32, 32)  # (C, 3, 32, 32), channel-major like the CIFAR rows
+    lo, hi = w.min(), w.max()
+    scaled = (w - lo) / (hi - lo) if hi > lo else torch.zeros_like(w)
+    return (255.0 * scaled).round().to(torch.uint8)
+
+
+def grid_columns(num_classes: int) -> int:
+    """Tiles per row: 5 for CIFAR-10 (the course's 2 x 5), at most 10 otherwise (10 x 10 for CIFAR-100)."""
+    return 5 if num_classes == 10 else min(num_classes, 10)
+
+
+def grid_shape(num_classes: int, scale: int) -> tuple[int, int]:
+    """``(height, width)`` in pixels of :func:`template_grid`'s image."""
+    cols = grid_columns(num_classes)
+    rows = -(-num_classes // cols)
+    tile = 32 * scale
+    return rows * (tile + LABEL_HEIGHT + PAD) + PAD, cols * (tile + PAD) + PAD
+
+
+def template_grid(W: Tensor, class_names: Sequence[str], scale: int = 3) -> Tensor:
+    """One labelled image of all class templates: ``(3, H, W)`` uint8 (see :func:`grid_shape`).
+
+    Tile ``c`` (label order, row-major, :func:`grid_columns` per row) shows class ``c``,
+    enlarged ``scale`` times (nearest neighbour), with its name written underneath.
+    """
+    templates = class_templates(W)  # (C, 3, 32, 32)
+    num_classes = templates.shape[0]
+    if len(class_names) != num_classes:
+        raise ValueError(f"{len(class_names)} class names for {num_classes} templates")
+    height, width = grid_shape(num_classes, scale)
+    canvas = Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default()
+    cols, tile = grid_columns(num_classes), 32 * scale
+    for c in range(num_classes):
+        row, col = divmod(c, cols)
+        x, y = PAD + col * (tile + PAD), PAD + row * (tile + LABEL_HEIGHT + PAD)
+        pixels = templates[c].permute(1, 2, 0).numpy()  # (32, 32, 3)
+        canvas.paste(Image.fromarray(np.ascontiguousarray(pixels)).resize((tile, tile), Image.NEAREST), (x, y))
+        draw.text((x + 1, y + tile), _fit(draw, class_names[c], font, tile), fill=(0, 0, 0), font=font)
+    return torch.from_numpy(np.asarray(canvas).copy()).permute(2, 0, 1)  # (3, H, W)
+
+
+def _fit(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> str:
+    """Shorten ``text`` until it fits in ``width`` pixels."""
+    while text and draw.textlength(text, font=font) > width - 2:
+        text = text[:-1]
+    return text
