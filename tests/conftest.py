@@ -1,0 +1,104 @@
+"""Shared test fixtures: tiny CIFAR-format folders written on the fly, CPU only.
+
+The images are learnable on purpose: each class has its own mean image and every image is that
+mean plus noise, so a linear classifier beats chance by far within a few dozen steps.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def make_images(num: int, num_classes: int, rng: np.random.Generator, noise: float = 30.0):
+    """``(num, 3072)`` uint8 rows and balanced int labels: class mean image + Gaussian noise."""
+    means = 128 + np.random.default_rng(1234).uniform(-5, 5, size=(num_classes, 3072))
+    labels = np.arange(num) % num_classes
+    rng.shuffle(labels)
+    images = means[labels] + rng.normal(0.0, noise, size=(num, 3072))
+    return np.clip(images, 0, 255).astype(np.uint8), labels.tolist()
+
+
+def _dump(path: Path, obj) -> None:
+    with open(path, "wb") as f:
+        pickle.dump(obj, f, protocol=4)
+
+
+def write_cifar10(root: Path, per_batch: int = 60, num_test: int = 60, seed: int = 0) -> Path:
+    """Write ``root/cifar-10-batches-py`` (5 training batches of ``per_batch``); return ``root``."""
+    rng = np.random.default_rng(seed)
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True, exist_ok=True)
+    for b in range(1, 6):
+        x, y = make_images(per_batch, 10, rng)
+        _dump(folder / f"data_batch_{b}", {"batch_label": f"training batch {b} of 5", "data": x, "labels": y})
+    x, y = make_images(num_test, 10, rng)
+    _dump(folder / "test_batch", {"batch_label": "testing batch 1 of 1", "data": x, "labels": y})
+    _dump(folder / "batches.meta", {"label_names": CIFAR10_NAMES, "num_cases_per_batch": per_batch, "num_vis": 3072})
+    return root
+
+
+def write_cifar100(root: Path, num_train: int = 400, num_test: int = 100, seed: int = 0) -> Path:
+    """Write ``root/cifar-100-python`` (train, test, meta; fine and coarse labels); return ``root``."""
+    from lit_linear.cifar import CIFAR100_CLASSES
+
+    rng = np.random.default_rng(seed)
+    folder = root / "cifar-100-python"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, n in (("train", num_train), ("test", num_test)):
+        x, y = make_images(n, 100, rng)
+        _dump(folder / name, {"data": x, "fine_labels": y, "coarse_labels": [v // 5 for v in y]})
+    _dump(folder / "meta", {"fine_label_names": list(CIFAR100_CLASSES), "coarse_label_names": [f"c{i}" for i in range(20)]})
+    return root
+
+
+@pytest.fixture(scope="session")
+def cifar10_dir(tmp_path_factory) -> Path:
+    """A tiny CIFAR-10 folder shared by the tests that only read it: 300 train, 60 test images."""
+    return write_cifar10(tmp_path_factory.mktemp("cifar10"))
+
+
+@pytest.fixture(scope="session")
+def cifar100_dir(tmp_path_factory) -> Path:
+    return write_cifar100(tmp_path_factory.mktemp("cifar100"))
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    """``python train.py ARGS`` in a subprocess on the CPU; returns the completed process (never raises)."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.run(
+        [sys.executable, str(REPO / "train.py"), *args],
+        cwd=cwd or REPO,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def cli_args(data_dir: Path, root: Path, *extra: str, steps: int = 40, interval: int = 20) -> list[str]:
+    """Arguments of a small, fast CPU fit: 2 x 2 softmax grid, batch 20, no progress bar."""
+    return [
+        "--data.data_dir", str(data_dir),
+        "--data.download", "false",
+        "--data.batch_size", "20",
+        "--trainer.accelerator", "cpu",
+        "--trainer.devices", "1",
+        "--trainer.max_steps", str(steps),
+        "--trainer.val_check_interval", str(interval),
+        "--trainer.enable_progress_bar", "false",
+        "--trainer.enable_model_summary", "false",
+        "--trainer.default_root_dir", str(root),
+        "--seed_everything", "0",
+        *extra,
+    ]  # fmt: skip
