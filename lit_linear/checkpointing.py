@@ -63,14 +63,22 @@ class LastCheckpoint(ModelCheckpoint):
         if trainer.state.fn == "fit" and not trainer.sanity_checking and self._last_global_step_saved != trainer.global_step:
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
-    # The state after step t is W_t with global_step t, which is exactly what a resume needs;
-    # ModelCheckpoint's manual-optimization path would warn about pre-update copies instead.
+    @staticmethod
+    def _validates_now(trainer: "pl.Trainer") -> bool:
+        interval = trainer.val_check_batch
+        return trainer.enable_validation and isinstance(interval, int) and trainer.global_step % interval == 0
+
+    # The state after step t is W_t with global_step t, exactly what a resume needs (ModelCheckpoint's
+    # manual-optimization path would warn about pre-update copies instead). When a validation follows
+    # this step, save after it: Lightning does not re-run the validation of the step a checkpoint was
+    # taken at, so a pre-validation checkpoint would resume with that validation's bookkeeping undone.
     def on_train_batch_end(self, trainer: "pl.Trainer", *args: Any, **kwargs: Any) -> None:
-        if trainer.global_step % self._every_n_train_steps == 0:
+        if trainer.global_step % self._every_n_train_steps == 0 and not self._validates_now(trainer):
             self._save_last_now(trainer)
 
     def on_validation_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
-        pass
+        if trainer.global_step % self._every_n_train_steps == 0:
+            self._save_last_now(trainer)
 
     def on_train_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         pass

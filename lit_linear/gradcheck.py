@@ -23,8 +23,14 @@ def grad_check_sparse(
 
     At each sampled index ``i`` the numeric derivative is ``(f(x + h e_i) - f(x - h e_i)) / 2h``
     and the relative error ``|num - ana| / (|num| + |ana| + 1e-12)``. ``x`` is perturbed in
-    place and restored, so ``f`` must read ``x`` when called. Use float64: with h = 1e-7 a
-    correct gradient gives errors far below 1e-7, while float32 rounding alone reaches ~1e-2.
+    place and restored (also when ``f`` raises), so ``f`` must read ``x`` when called.
+
+    Use float64. Rounding in ``f`` adds about ``eps * |f| / h`` to the numeric derivative, so
+    small gradient entries get large relative errors: with the default h = 1e-7 a correct
+    gradient of an O(1) loss typically gives 1e-9 to 1e-8, with a tail past 1e-6 at entries near
+    zero; h = 1e-5 gives ~1e-11 to 1e-9 (on the SVM unless a step crosses a kink). A wrong
+    gradient typically gives 1e-3 or more. In float32, ``x + 1e-7`` often rounds back to ``x``
+    and the errors are meaningless (~1).
 
     Args:
         f: maps ``x`` to a scalar (a 0-dim tensor or a float), e.g. ``lambda W: loss(W, X, y, reg)[0]``.
@@ -46,11 +52,14 @@ def grad_check_sparse(
         for _ in range(num_checks):
             ix = tuple(rng.randrange(m) for m in x.shape)
             old = x[ix].item()
-            x[ix] = old + h
-            f_plus = float(f(x))
-            x[ix] = old - h
-            f_minus = float(f(x))
-            x[ix] = old
+            try:
+                x[ix] = old + h
+                f_plus = float(f(x))
+                x[ix] = old - h
+                f_minus = float(f(x))
+            finally:
+                # x is usually the caller's weights: never leave them off by h, even if f raised.
+                x[ix] = old
             numeric = (f_plus - f_minus) / (2 * h)
             analytic = analytic_grad[ix].item()
             rel_error = abs(numeric - analytic) / (abs(numeric) + abs(analytic) + 1e-12)

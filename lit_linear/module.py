@@ -182,7 +182,8 @@ class LinearClassifierModule(pl.LightningModule):
             self.train_acc.reset()
             self.val_acc.reset()
             return
-        train_acc, val_acc = self.train_acc.compute(), self.val_acc.compute()  # (K,), summed over ranks
+        # (K,), summed over ranks; torchmetrics squeezes a one-element result, hence the view.
+        train_acc, val_acc = self.train_acc.compute().view(-1), self.val_acc.compute().view(-1)
         self.train_acc.reset()
         self.val_acc.reset()
         diverged = ~torch.isfinite(self.W).all(dim=2).all(dim=0)  # (K,)

@@ -1,0 +1,75 @@
+"""GridSGD: the hand-applied update, its step-based decay, and freezing of diverged configs."""
+
+import math
+
+import pytest
+import torch
+
+from lit_linear.optim import GridSGD
+
+
+def make(lrs, decay=1.0, every=1, D=4, C=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    W = torch.nn.Parameter(torch.randn(D, len(lrs), C, generator=g, dtype=torch.float64))
+    return W, GridSGD([W], lr=lrs, lr_decay=decay, lr_decay_every=every)
+
+
+def test_step_applies_w_minus_lr_times_grad_per_config():
+    W, opt = make([0.1, 0.5])
+    before = W.detach().clone()
+    grad = torch.randn_like(W)
+    W.grad = grad.clone()
+    opt.step()
+    expected = before - torch.tensor([0.1, 0.5], dtype=torch.float64).view(1, 2, 1) * grad
+    assert torch.allclose(W.detach(), expected, rtol=1e-14, atol=1e-15)
+
+
+def test_learning_rate_decays_by_step_count():
+    """lr_k(t) = lr_k * decay ** (t // every): a function of the step, not of the run length."""
+    W, opt = make([1.0], decay=0.5, every=2)
+    moves = []
+    for _ in range(5):
+        before = W.detach().clone()
+        W.grad = torch.ones_like(W)
+        opt.step()
+        moves.append(float((before - W.detach()).mean()))
+    assert moves == pytest.approx([1.0, 1.0, 0.5, 0.5, 0.25])
+
+
+def test_non_finite_loss_freezes_only_that_config():
+    W, opt = make([0.1, 0.1, 0.1])
+    grad = torch.randn_like(W)
+    grad[:, 1] = float("nan")  # a diverging config's gradient may be NaN/inf
+
+    def closure():
+        W.grad = grad.clone()
+        return torch.tensor([1.0, math.inf, 2.0], dtype=torch.float64)
+
+    before = W.detach().clone()
+    loss = opt.step(closure)
+    assert torch.equal(loss, torch.tensor([1.0, math.inf, 2.0], dtype=torch.float64))
+    assert torch.equal(W.detach()[:, 1], before[:, 1]), "the frozen config must not move (nor turn NaN)"
+    assert torch.allclose(W.detach()[:, 0], before[:, 0] - 0.1 * grad[:, 0], rtol=1e-14, atol=1e-15)
+    assert opt.diverged().tolist() == [False, True, False]
+
+    # Later steps with a finite loss do not revive it.
+    W.grad = torch.ones_like(W)
+    opt.step(lambda: torch.zeros(3, dtype=torch.float64))
+    assert torch.equal(W.detach()[:, 1], before[:, 1])
+
+
+def test_state_round_trips_through_state_dict():
+    """A resumed optimizer continues the schedule and keeps frozen configs frozen."""
+    W, opt = make([0.2, 0.2], decay=0.5, every=1)
+    W.grad = torch.ones_like(W)
+    opt.step(lambda: torch.tensor([0.0, math.nan], dtype=torch.float64))
+    state = opt.state_dict()
+
+    W2 = torch.nn.Parameter(W.detach().clone())
+    opt2 = GridSGD([W2], lr=[0.2, 0.2], lr_decay=0.5, lr_decay_every=1)
+    opt2.load_state_dict(state)
+    for w, o in ((W, opt), (W2, opt2)):
+        w.grad = torch.ones_like(w)
+        o.step(lambda: torch.zeros(2, dtype=torch.float64))
+    assert torch.equal(W.detach(), W2.detach())
+    assert opt2.diverged().tolist() == [False, True]
