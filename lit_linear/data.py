@@ -21,7 +21,17 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
-from lit_linear.cifar import PIXELS, DatasetName, download, find_folder, get_spec, load_class_names, load_split
+from lit_linear.cifar import (
+    PIXELS,
+    SPECS,
+    DatasetName,
+    download,
+    find_folder,
+    get_spec,
+    incomplete_folder,
+    load_class_names,
+    load_split,
+)
 from lit_linear.errors import ConfigError, DataError
 
 
@@ -56,6 +66,10 @@ class TrainBatches:
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not one of the {world_size} ranks")
+        if batch_size <= 0:
+            raise ConfigError(f"data.batch_size must be a positive integer, got {batch_size!r}")
         if batch_size > len(labels):
             raise ConfigError(f"data.batch_size ({batch_size}) is larger than the training split ({len(labels)} images)")
         if batch_size % world_size:
@@ -72,7 +86,9 @@ class TrainBatches:
     def _permutation(self, epoch: int) -> Tensor:
         if epoch != self._epoch:
             # Drawn on the CPU so that every device type sees the same order; one copy per epoch.
-            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            # Reduced mod 2**64 because manual_seed refuses larger values (a negative seed maps to
+            # the same generator state as before the reduction).
+            generator = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) % 2**64)
             self._perm = torch.randperm(len(self.labels), generator=generator).to(self.labels.device)
             self._epoch = epoch
         return self._perm
@@ -122,7 +138,12 @@ class EvalBatches:
     """
 
     def __init__(self, images: Tensor, labels: Tensor, chunk_size: int, rank: int = 0, world_size: int = 1) -> None:
+        if chunk_size <= 0:
+            raise ConfigError(f"data.eval_batch_size must be a positive integer, got {chunk_size!r}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not one of the {world_size} ranks")
         n = len(labels)
+        # Rank r takes rows [n*r/W, n*(r+1)/W): contiguous shards that cover every row exactly once.
         self.start, self.stop = n * rank // world_size, n * (rank + 1) // world_size
         self.images, self.labels, self.chunk_size = images, labels, chunk_size
 
@@ -144,10 +165,10 @@ class CIFARDataModule(pl.LightningDataModule):
             folder itself.
         dataset: ``cifar10`` or ``cifar100`` (fine labels, 100 classes).
         download: fetch and verify the official archive if the folder is missing; a folder that
-            is present is used as it is, never re-downloaded.
+            is present is used as it is, never re-downloaded (one that lacks some files is an error).
         batch_size: images per SGD step, all devices together.
-        val_ratio: fraction of the 50,000 training images held out for validation: the last
-            ``val_ratio * 50000`` rows, as in the course (deterministic).
+        val_ratio: fraction of the training images held out for validation: the last rows of
+            the training files (10,000 of 50,000 at 0.2), as in the course; deterministic.
         seed: seeds the minibatch order (weights are seeded by ``seed_everything``).
         eval_batch_size: images per chunk when measuring accuracy.
     """
@@ -163,12 +184,15 @@ class CIFARDataModule(pl.LightningDataModule):
         eval_batch_size: int = 10000,
     ) -> None:
         super().__init__()
+        if dataset not in SPECS:
+            raise ConfigError(f"data.dataset must be one of {', '.join(SPECS)}, got {dataset!r}")
         self.spec = get_spec(dataset)
-        if not isinstance(batch_size, int) or batch_size <= 0:
+        # bool is an int subclass: batch_size=True must not pass as 1.
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size <= 0:
             raise ConfigError(f"data.batch_size must be a positive integer, got {batch_size!r}")
-        if not 0.0 < val_ratio < 1.0:
+        if not isinstance(val_ratio, (int, float)) or isinstance(val_ratio, bool) or not 0.0 < val_ratio < 1.0:
             raise ConfigError(f"data.val_ratio must lie strictly between 0 and 1, got {val_ratio!r}")
-        if not isinstance(eval_batch_size, int) or eval_batch_size <= 0:
+        if not isinstance(eval_batch_size, int) or isinstance(eval_batch_size, bool) or eval_batch_size <= 0:
             raise ConfigError(f"data.eval_batch_size must be a positive integer, got {eval_batch_size!r}")
         self.save_hyperparameters()
         self.data_dir = Path(data_dir)
@@ -194,7 +218,17 @@ class CIFARDataModule(pl.LightningDataModule):
 
     # --- files -------------------------------------------------------------------------------
     def _folder(self) -> Path | None:
-        return find_folder(self.data_dir, self.spec)
+        """The complete batches folder, else None; a :class:`DataError` for a partial copy."""
+        folder = find_folder(self.data_dir, self.spec)
+        if folder is None and (partial := incomplete_folder(self.data_dir, self.spec)) is not None:
+            # Never downloaded over: the copy may hold the user's own files, and the archive would
+            # silently replace them.
+            where, missing = partial
+            raise DataError(
+                f"{self.spec.title} in {where} is incomplete: missing {', '.join(missing)}. Restore the missing "
+                f"files, or remove {where} and run with --data.download true to fetch the official archive"
+            )
+        return folder
 
     def _missing_message(self) -> str:
         return (

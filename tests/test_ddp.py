@@ -1,0 +1,43 @@
+"""Several devices give the same result as one: DDP over two CPU processes (gloo) vs one process."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import REPO, cli_args, run_cli
+
+pytestmark = pytest.mark.slow
+
+
+def last_w(root):
+    (ckpt,) = root.glob("lightning_logs/version_0/checkpoints/last.ckpt")
+    return torch.load(ckpt, weights_only=True)["state_dict"]["W"]
+
+
+def test_two_ddp_processes_equal_one_device(cifar10_dir, tmp_path):
+    grid = ["--model.lr", "[0.01, 0.1]", "--model.reg", "[0.0, 0.01]"]
+    probe = ["--trainer.callbacks+=ddp_probe.RankProbe", f"--trainer.callbacks.out_dir={tmp_path / 'ranks'}"]
+    env = {"PYTHONPATH": str(REPO / "tests")}
+    one = run_cli("fit", *grid, *cli_args(cifar10_dir, tmp_path / "one"))
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = run_cli(
+        "fit", *grid, *cli_args(cifar10_dir, tmp_path / "two", "--trainer.devices", "2", "--trainer.strategy", "ddp"),
+        *probe, env=env, timeout=600,
+    )  # fmt: skip
+    assert two.returncode == 0, two.stderr[-3000:]
+
+    # Every rank holds the same W: the hand-computed gradient was averaged across ranks.
+    rank0, rank1 = (torch.load(tmp_path / "ranks" / f"W_rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert torch.equal(rank0, rank1)
+
+    # ... and it is the W of one device with the same global batch.
+    w_one, w_two = last_w(tmp_path / "one"), last_w(tmp_path / "two")
+    assert torch.equal(w_two, rank0)
+    assert torch.allclose(w_two, w_one, rtol=1e-5, atol=1e-7)
+    sweep_one, sweep_two = (json.loads(next(r.glob("lightning_logs/version_0/sweep.json")).read_text())
+                            for r in (tmp_path / "one", tmp_path / "two"))  # fmt: skip
+    assert sweep_two["best"] == pytest.approx(sweep_one["best"])
+    for a, b in zip(sweep_one["configs"], sweep_two["configs"]):
+        assert (a["train_acc"], a["val_acc"]) == pytest.approx((b["train_acc"], b["val_acc"]), abs=1e-9)

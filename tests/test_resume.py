@@ -1,0 +1,76 @@
+"""A fit stopped and resumed from its last checkpoint ends exactly where a straight fit ends."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from conftest import REPO, cli_args, run_cli
+
+from lit_linear import LinearClassifier
+
+pytestmark = pytest.mark.slow
+
+GRID = ["--model.lr", "[0.01, 0.1]", "--model.reg", "[0.0, 0.01]", "--last_checkpoint.every_n_train_steps", "20"]
+
+
+def outputs(run):
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    return ckpt, json.loads((run / "sweep.json").read_text()), LinearClassifier.load(run / "best_model.pt")
+
+
+def test_resume_from_last_checkpoint_is_exact(cifar10_dir, tmp_path):
+    straight = run_cli("fit", *GRID, *cli_args(cifar10_dir, tmp_path / "straight", steps=80))
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    first = run_cli("fit", *GRID, *cli_args(cifar10_dir, tmp_path / "resumed", steps=40))
+    assert first.returncode == 0, first.stderr[-3000:]
+    second = run_cli("fit", *GRID, "--ckpt_path", "last", *cli_args(cifar10_dir, tmp_path / "resumed", steps=80))
+    assert second.returncode == 0, second.stderr[-3000:]
+
+    ckpt_a, sweep_a, model_a = outputs(tmp_path / "straight" / "lightning_logs" / "version_0")
+    ckpt_b, sweep_b, model_b = outputs(tmp_path / "resumed" / "lightning_logs" / "version_1")
+    assert ckpt_b["global_step"] == ckpt_a["global_step"] == 80
+    assert torch.equal(ckpt_a["state_dict"]["W"], ckpt_b["state_dict"]["W"])
+    assert sweep_a == sweep_b
+    assert torch.equal(model_a.weight, model_b.weight) and model_a.info == model_b.info
+
+    # The sampler's state is in the checkpoint (the position is the global step).
+    loader_state = ckpt_b["loops"]["fit_loop"]["state_dict"]["combined_loader"][0]
+    assert loader_state == {"seed": 0, "batch_size": 20, "num_rows": 240}
+
+
+def test_ctrl_c_leaves_a_usable_last_checkpoint(cifar10_dir, tmp_path):
+    root = tmp_path / "run"
+    args = cli_args(cifar10_dir, root, "--last_checkpoint.every_n_train_steps", "1000000", steps=1_000_000)
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "train.py"), "fit", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        # Wait until training is under way (the first validation has run and logged its table row).
+        deadline = time.time() + 120
+        events = root / "lightning_logs" / "version_0"
+        while time.time() < deadline and not list(events.glob("lr=*")):
+            time.sleep(0.2)
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode != 0
+    last = events / "checkpoints" / "last.ckpt"
+    assert last.is_file(), output[-3000:]
+    step = torch.load(last, weights_only=True)["global_step"]
+    assert step > 0
+
+    # Usable: training continues from it to the next validation and finishes the sweep.
+    target = (step // 20 + 1) * 20
+    resumed = run_cli("fit", "--ckpt_path", "last", *cli_args(cifar10_dir, root, steps=target))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    sweep = json.loads((root / "lightning_logs" / "version_1" / "sweep.json").read_text())
+    assert sweep["step"] == target
