@@ -9,7 +9,9 @@
   final results table as text. ``val/acc``, ``train/acc`` and ``train/loss`` of the best config
   are logged there by the module itself.
 
-Only rank 0 writes; without a TensorBoardLogger (``--trainer.logger false``) it does nothing.
+Only rank 0 writes; without a TensorBoardLogger (``--trainer.logger false``) it does nothing. It
+turns off the logger's ``hp_metric`` placeholder session (``default_hp_metric``), which would
+otherwise add the main run to the HParams table with other keys than the configs' sessions.
 """
 
 from __future__ import annotations
@@ -23,7 +25,14 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.tensorboard import SummaryWriter
 
-from lit_linear.hparams import STATUS_FAILURE, STATUS_SUCCESS, experiment_summary, session_end_summary, session_start_summary
+from lit_linear.hparams import (
+    STATUS_FAILURE,
+    STATUS_SUCCESS,
+    STATUS_UNKNOWN,
+    experiment_summary,
+    session_end_summary,
+    session_start_summary,
+)
 from lit_linear.sweep import SweepResult, config_name
 from lit_linear.templates import template_grid
 
@@ -51,15 +60,23 @@ class SweepTensorBoard(Callback):
         self._logger: TensorBoardLogger | None = None
         self._writers: list[SummaryWriter] = []
         self._last_step: int | None = None
+        self._sessions_open = False  # HParams sessions started and not yet ended
 
     # --- lifecycle -----------------------------------------------------------------------------
     def on_fit_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        self._close()  # a callback reused for another fit starts afresh
+        self._last_step = None
         self._logger = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
         if not trainer.is_global_zero or self._logger is None:
             if self._logger is None:
                 rank_zero_info("SweepTensorBoard: no TensorBoardLogger, so no TensorBoard views are written")
             self._logger = None
             return
+        if getattr(self._logger, "_default_hp_metric", False):
+            # Runs before the trainer logs the module's hparams: without this, a TensorBoardLogger made
+            # with its default default_hp_metric=True writes an hp_metric session in the main run.
+            self._logger._default_hp_metric = False
+            rank_zero_info("SweepTensorBoard: the logger's hp_metric session is turned off; every config has its own")
         log_dir = self._logger.log_dir
         self._writers = [SummaryWriter(os.path.join(log_dir, config_name(lr, reg))) for lr, reg in pl_module.configs]
         if self.hparams:
@@ -68,7 +85,9 @@ class SweepTensorBoard(Callback):
             config_file = os.path.join(log_dir, "config.yaml")
             if os.path.isfile(config_file):
                 with open(config_file, encoding="utf-8") as f:
-                    self._logger.experiment.add_text("config", _markdown_code(f.read()), global_step=trainer.global_step)
+                    text = _markdown_code(f.read())
+                self._logger.experiment.add_text("config", text, global_step=trainer.global_step)
+                self._logger.experiment.flush()
 
     def on_validation_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         results: SweepResult | None = getattr(pl_module, "results", None)
@@ -83,6 +102,7 @@ class SweepTensorBoard(Callback):
         if self.templates and results.best_index is not None:
             image = template_grid(pl_module.W[:, results.best_index, :], pl_module.class_names, self.template_scale)
             self._logger.experiment.add_image("templates/best", image, step)
+            self._logger.experiment.flush()  # visible now, not at the writer's next periodic flush
 
     def on_fit_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         results: SweepResult | None = getattr(pl_module, "results", None)
@@ -92,31 +112,44 @@ class SweepTensorBoard(Callback):
             for k, (writer, config) in enumerate(zip(self._writers, results.configs)):
                 if self.templates and config.status == "ok":
                     writer.add_image("templates", template_grid(pl_module.W[:, k, :], pl_module.class_names, self.template_scale), results.step)
-                if self.hparams:
+                if self._sessions_open:
                     status = STATUS_SUCCESS if config.status == "ok" else STATUS_FAILURE
                     writer.file_writer.add_summary(session_end_summary(status))
+            self._sessions_open = False
             if self.text:
                 self._logger.experiment.add_text("sweep/results", results.markdown(), global_step=results.step)
                 self._logger.experiment.flush()
+        elif self._sessions_open:  # no validation ran (e.g. resumed at max_steps): not left "running"
+            for writer in self._writers:
+                writer.file_writer.add_summary(session_end_summary(STATUS_UNKNOWN))
         self._close()
 
     def on_exception(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", exception: BaseException) -> None:
+        # An interrupted or crashed fit: end the sessions so the dashboard does not list them as running.
+        if self._sessions_open:
+            for writer in self._writers:
+                writer.file_writer.add_summary(session_end_summary(STATUS_FAILURE))
         self._close()
 
     def _close(self) -> None:
         for writer in self._writers:
             writer.close()
         self._writers = []
+        self._sessions_open = False
+        self._logger = None  # a later validate/test on this trainer writes nothing
 
     # --- HParams -------------------------------------------------------------------------------
     def _start_sessions(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         shared = self._shared_hparams(trainer, pl_module)
         lr0, reg0 = pl_module.configs[0]
-        experiment = experiment_summary({"lr": lr0, "reg": reg0, **shared}, METRICS)
+        # lr and reg marked as differing so the dashboard shows them in its default columns.
+        experiment = experiment_summary({"lr": lr0, "reg": reg0, **shared}, METRICS, differs=("lr", "reg"))
         for writer, (lr, reg) in zip(self._writers, pl_module.configs):
             writer.file_writer.add_summary(experiment)
-            writer.file_writer.add_summary(session_start_summary({"lr": lr, "reg": reg, **shared}, config_name(lr, reg)))
+            start = session_start_summary({"lr": lr, "reg": reg, **shared}, config_name(lr, reg))
+            writer.file_writer.add_summary(start)
             writer.flush()
+        self._sessions_open = True
 
     @staticmethod
     def _shared_hparams(trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> dict[str, Any]:

@@ -7,13 +7,14 @@ buffers with what the ``tensorboard`` package ships, for any SummaryWriter's ``f
 from __future__ import annotations
 
 import time
-from typing import Mapping
+from typing import Collection, Mapping
 
 from tensorboard.compat.proto import summary_pb2
 from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 
 STATUS_SUCCESS = api_pb2.STATUS_SUCCESS
 STATUS_FAILURE = api_pb2.STATUS_FAILURE
+STATUS_UNKNOWN = api_pb2.STATUS_UNKNOWN
 
 
 def _summary(tag: str, data: plugin_data_pb2.HParamsPluginData) -> summary_pb2.Summary:
@@ -24,11 +25,21 @@ def _summary(tag: str, data: plugin_data_pb2.HParamsPluginData) -> summary_pb2.S
     return summary_pb2.Summary(value=[value])
 
 
-def experiment_summary(hparams: Mapping[str, float | str], metrics: Mapping[str, str]) -> summary_pb2.Summary:
-    """Declare the hyperparameters (typed by the example values given) and metric tags shown."""
+def experiment_summary(
+    hparams: Mapping[str, float | str], metrics: Mapping[str, str], differs: Collection[str] = ()
+) -> summary_pb2.Summary:
+    """Declare the hyperparameters (typed by the example values given) and metric tags shown.
+
+    ``differs`` names the hyperparameters that vary between sessions (the grid's axes): the
+    HParams dashboard lists those first and shows only the first five columns by default.
+    No domain is declared, so the dashboard's filters start open (-inf..+inf, any string) and
+    sessions of other sweeps under the same log folder are not filtered out.
+    """
     hparam_infos = [
         api_pb2.HParamInfo(
-            name=name, type=api_pb2.DATA_TYPE_STRING if isinstance(value, str) else api_pb2.DATA_TYPE_FLOAT64
+            name=name,
+            type=api_pb2.DATA_TYPE_STRING if isinstance(value, str) else api_pb2.DATA_TYPE_FLOAT64,
+            differs=name in differs,
         )
         for name, value in hparams.items()
     ]
@@ -51,6 +62,6 @@ def session_start_summary(hparams: Mapping[str, float | str], group_name: str) -
 
 
 def session_end_summary(status: int) -> summary_pb2.Summary:
-    """Close a session with ``STATUS_SUCCESS`` or ``STATUS_FAILURE``."""
+    """Close a session with ``STATUS_SUCCESS``, ``STATUS_FAILURE`` or ``STATUS_UNKNOWN``."""
     info = plugin_data_pb2.SessionEndInfo(status=status, end_time_secs=time.time())
     return _summary(metadata.SESSION_END_INFO_TAG, plugin_data_pb2.HParamsPluginData(session_end_info=info))

@@ -143,15 +143,19 @@ def _from_dkc(dW: Tensor, layout: Layout, single: bool) -> Tensor:
     return dW.permute(1, 0, 2).contiguous() if layout == "KDC" else dW
 
 
-def _reg_view(reg: float | Tensor, K: int, W: Tensor) -> float | Tensor:
-    """``reg`` as a Python number or a ``(1, K, 1)`` tensor that broadcasts over ``(D, K, C)``."""
+def _reg_columns(reg: float | Tensor, K: int, C: int, W: Tensor) -> float | Tensor:
+    """``reg`` as a Python number, or per column of the ``(D, K*C)`` grid as a ``(1, K*C)`` row.
+
+    A contiguous row broadcasts over the rows of ``W`` with a vectorised inner loop; a
+    ``(1, K, 1)`` tensor broadcast over ``(D, K, C)`` is several times slower on the CPU.
+    """
     if not isinstance(reg, Tensor):
         return float(reg)
     if reg.dim() == 0:
-        return reg.to(W.dtype)
+        reg = reg.expand(K)
     if reg.shape != (K,):
         raise ValueError(f"reg must be a float or a ({K},) tensor for a grid of {K}, got {tuple(reg.shape)}")
-    return reg.to(W.dtype).view(1, K, 1)
+    return reg.to(W.dtype).repeat_interleave(C).view(1, K * C)
 
 
 def _grid_scores(W: Tensor, X: Tensor, y: Tensor, layout: Layout):
@@ -160,14 +164,16 @@ def _grid_scores(W: Tensor, X: Tensor, y: Tensor, layout: Layout):
     D, K, C = Wg.shape
     _check_batch(D, C, X, y)
     N = X.shape[0]
-    # reshape is a free view in DKC layout; in KDC layout it is the one copy that layout costs.
-    scores = (X @ Wg.reshape(D, K * C)).view(N, K, C)  # (N, K, C)
+    # A free view in DKC layout; in KDC layout the one copy that layout costs.
+    W_flat = Wg.reshape(D, K * C)  # (D, K*C)
+    scores = (X @ W_flat).view(N, K, C)  # (N, K, C)
     label_index = y.view(N, 1, 1).expand(N, K, 1)  # (N, K, 1)
-    return Wg, single, scores, label_index
+    return W_flat, (K, C), single, scores, label_index
 
 
 def _finish(
-    Wg: Tensor,
+    W_flat: Tensor,
+    KC: tuple[int, int],
     X: Tensor,
     data_loss: Tensor,
     dscores: Tensor,
@@ -176,19 +182,18 @@ def _finish(
     single: bool,
 ) -> tuple[Tensor, Tensor]:
     """Add the regulariser and turn ``dL/dscores (N, K, C)`` into ``dL/dW`` by one product."""
-    D, K, C = Wg.shape
-    N = X.shape[0]
-    reg = _reg_view(reg, K, Wg)
-    dW = (X.t() @ dscores.view(N, K * C)).view(D, K, C)  # (D, K, C)
-    # ||W_k||^2 per config without materialising W*W (a (D, K, C) temporary).
-    sq_norm = torch.linalg.vector_norm(Wg, dim=(0, 2)).square()  # (K,)
+    (K, C), (D, N) = KC, (W_flat.shape[0], X.shape[0])
+    reg = _reg_columns(reg, K, C, W_flat)
+    dW = X.t() @ dscores.view(N, K * C)  # (D, K*C)
+    # ||W_k||^2 per config without materialising W*W: column norms, then a sum over C.
+    sq_norm = torch.linalg.vector_norm(W_flat, dim=0).square().view(K, C).sum(dim=1)  # (K,)
     if isinstance(reg, Tensor):
-        loss = data_loss + reg.view(-1) * sq_norm
-        dW.addcmul_(Wg, reg, value=2.0)
+        loss = data_loss + reg.view(K, C)[:, 0] * sq_norm
+        dW.addcmul_(W_flat, reg, value=2.0)
     else:
         loss = data_loss + reg * sq_norm
-        dW.add_(Wg, alpha=2.0 * reg)
-    dW = _from_dkc(dW, layout, single)
+        dW.add_(W_flat, alpha=2.0 * reg)
+    dW = _from_dkc(dW.view(D, K, C), layout, single)
     return (loss.squeeze(0) if single else loss), dW
 
 
@@ -210,7 +215,7 @@ def svm_loss_vectorized(
     Returns:
         ``(loss, dW)``: ``loss`` 0-dim (single) or ``(K,)`` (grid); ``dW`` shaped like ``W``.
     """
-    Wg, single, scores, label_index = _grid_scores(W, X, y, layout)
+    W_flat, KC, single, scores, label_index = _grid_scores(W, X, y, layout)
     N = X.shape[0]
     correct = scores.gather(2, label_index)  # (N, K, 1)
     margins = (scores - correct + 1).clamp_min_(0)  # (N, K, C)
@@ -220,7 +225,7 @@ def svm_loss_vectorized(
     dscores = (margins > 0).to(scores.dtype)  # (N, K, C)
     dscores.scatter_(2, label_index, -dscores.sum(dim=2, keepdim=True))
     dscores.div_(N)
-    return _finish(Wg, X, data_loss, dscores, reg, layout, single)
+    return _finish(W_flat, KC, X, data_loss, dscores, reg, layout, single)
 
 
 def softmax_loss_vectorized(
@@ -241,7 +246,7 @@ def softmax_loss_vectorized(
     Returns:
         ``(loss, dW)``: ``loss`` 0-dim (single) or ``(K,)`` (grid); ``dW`` shaped like ``W``.
     """
-    Wg, single, scores, label_index = _grid_scores(W, X, y, layout)
+    W_flat, KC, single, scores, label_index = _grid_scores(W, X, y, layout)
     N = X.shape[0]
     scores = scores - scores.amax(dim=2, keepdim=True)  # (N, K, C), max 0 per row
     probs = scores.exp()  # (N, K, C)
@@ -251,4 +256,4 @@ def softmax_loss_vectorized(
     probs.div_(sum_exp)
     probs.scatter_add_(2, label_index, torch.full_like(sum_exp, -1.0))
     probs.div_(N)
-    return _finish(Wg, X, data_loss, probs, reg, layout, single)
+    return _finish(W_flat, KC, X, data_loss, probs, reg, layout, single)

@@ -137,7 +137,6 @@ class LinearClassifierModule(pl.LightningModule):
             lr=[lr for lr, _ in self.configs],
             lr_decay=self.hparams.lr_decay,
             lr_decay_every=self.hparams.lr_decay_every,
-            config_dim=1,
         )
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -9,7 +9,7 @@ from torch import Tensor
 
 
 class GridSGD(torch.optim.Optimizer):
-    """Plain SGD, ``W_k <- W_k - lr_k(t) * dW_k``, for a grid whose configs lie along ``config_dim``.
+    """Plain SGD, ``W_k <- W_k - lr_k(t) * dW_k``, for a grid ``W (D, K, C)`` of K configs.
 
     ``dW`` is computed by hand and placed in ``W.grad``; nothing here calls backward. ``step``
     takes a closure that does that and returns the per-config loss ``(K,)``. A config whose
@@ -20,11 +20,10 @@ class GridSGD(torch.optim.Optimizer):
     a function of the step count alone (kept in the optimizer state), not of the run length.
 
     Args:
-        params: the grid tensor(s), each with K slices along ``config_dim``.
+        params: the grid tensor(s), each ``(D, K, C)``: config k is ``W[:, k, :]``.
         lr: the K base learning rates.
         lr_decay: factor applied every ``lr_decay_every`` steps (1.0: constant).
         lr_decay_every: steps between decays.
-        config_dim: the dimension of the parameter that indexes configs (1 for ``(D, K, C)``).
     """
 
     def __init__(
@@ -33,16 +32,9 @@ class GridSGD(torch.optim.Optimizer):
         lr: Sequence[float],
         lr_decay: float = 1.0,
         lr_decay_every: int = 1,
-        config_dim: int = 1,
     ) -> None:
         defaults = {"lr": [float(v) for v in lr], "lr_decay": lr_decay, "lr_decay_every": lr_decay_every}
         super().__init__(params, defaults)
-        self.config_dim = config_dim
-
-    def _config_view(self, values: Tensor, p: Tensor) -> Tensor:
-        shape = [1] * p.dim()
-        shape[self.config_dim] = -1
-        return values.view(shape)
 
     def _state(self, p: Tensor, base_lr: Sequence[float]) -> dict:
         state = self.state[p]
@@ -68,9 +60,13 @@ class GridSGD(torch.optim.Optimizer):
                 if loss is not None:
                     live.mul_(torch.isfinite(loss).to(live.dtype))
                 decay = group["lr_decay"] ** (state["step"] // group["lr_decay_every"])
-                step_lr = self._config_view(state["lr"] * live * -decay, p)  # (1, K, 1)
+                D, K, C = p.shape
+                # One factor per column of the (D, K*C) matrix: a contiguous row broadcasts over
+                # the rows with a vectorised loop, unlike a (1, K, 1) tensor.
+                step_lr = (state["lr"] * live * -decay).repeat_interleave(C).view(1, K * C)
                 # A frozen config's gradient may hold inf/NaN, and 0 * inf = NaN: zero them first.
-                p.addcmul_(p.grad.nan_to_num_(0.0, 0.0, 0.0), step_lr)
+                grad = p.grad.nan_to_num_(0.0, 0.0, 0.0)
+                p.view(D, K * C).addcmul_(grad.view(D, K * C), step_lr)
                 state["step"] += 1
         return loss
 

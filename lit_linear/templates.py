@@ -19,6 +19,8 @@ PAD = 2  # px between tiles
 
 def class_templates(W: Tensor) -> Tensor:
     """``W (3073, C)`` with its bias row -> ``(C, 3, 32, 32)`` uint8 templates, one min/max for all."""
+    if W.dim() != 2 or W.shape[0] != 3 * 32 * 32 + 1:
+        raise ValueError(f"expected W of shape (3073, C): 3x32x32 pixel weights and a bias row; got {tuple(W.shape)}")
     w = W[:-1].detach().double().cpu()  # (3072, C)
     w = w.t().reshape(-1, 3, 32, 32)  # (C, 3, 32, 32), channel-major like the CIFAR rows
     lo, hi = w.min(), w.max()

@@ -1,0 +1,305 @@
+"""SweepTensorBoard, read back with TensorBoard's own readers and its HParams plugin backend.
+
+One small CIFAR-10 fit (a 3 x 2 grid whose lr=1e6 row diverges, 40 steps, validation every 20) is
+shared by most tests; a CIFAR-100 fit with an explicit ``TensorBoardLogger`` and a fit with
+``--trainer.logger false`` check the rest.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import warnings
+from pathlib import Path
+
+import lightning.pytorch as pl
+import numpy as np
+import pytest
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+from PIL import Image
+from tensorboard.backend.event_processing import event_accumulator, plugin_event_multiplexer
+from tensorboard.backend.event_processing.data_provider import MultiplexerDataProvider
+from tensorboard.plugins import base_plugin
+from tensorboard.plugins.hparams import api_pb2, metadata
+from tensorboard.util import tensor_util
+from werkzeug.test import Client
+
+from conftest import CIFAR10_NAMES, cli_args, run_cli
+from lit_linear.callbacks import SweepTensorBoard
+from lit_linear.cifar import CIFAR100_CLASSES
+from lit_linear.classifier import LinearClassifier
+from lit_linear.data import CIFARDataModule
+from lit_linear.module import LinearClassifierModule
+from lit_linear.sweep import config_name
+from lit_linear.templates import grid_shape, template_grid
+
+with warnings.catch_warnings():  # TensorBoard's vendored bleach warns about html5lib on import
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from tensorboard.plugins.hparams.hparams_plugin import HParamsPlugin
+
+pytestmark = pytest.mark.slow
+
+LRS, REGS = [0.05, 0.2, 1e6], [1e-4, 1e-3]
+CONFIGS = [(lr, reg) for lr in LRS for reg in REGS]  # lr-major, as the module orders them
+STEPS, INTERVAL, BATCH = 40, 20, 20
+SCALE = 3  # SweepTensorBoard's default template_scale
+HPARAM_KEYS = {"lr", "reg", "loss", "batch_size", "max_steps", "lr_decay", "lr_decay_every", "weight_scale", "dataset"}
+ALL = {"images": 0, "scalars": 0, "tensors": 0}  # keep every event
+
+
+def _fit(data_dir: Path, root: Path, *extra: str, lrs=LRS, regs=REGS):
+    grid = ["--model.lr", json.dumps(lrs), "--model.reg", json.dumps(regs)]
+    extra = (*grid, *extra)
+    args = ["fit", "--config", "configs/softmax_sweep.yaml", *cli_args(data_dir, root, *extra, steps=STEPS, interval=INTERVAL)]
+    proc = run_cli(*args)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc
+
+
+def _accumulator(run_dir: Path) -> event_accumulator.EventAccumulator:
+    acc = event_accumulator.EventAccumulator(str(run_dir), size_guidance=ALL)
+    acc.Reload()
+    return acc
+
+
+def _decode(image_event) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(image_event.encoded_image_string)).convert("RGB"))
+
+
+def _text(acc: event_accumulator.EventAccumulator, tag: str) -> str:
+    return tensor_util.make_ndarray(acc.Tensors(tag)[-1].tensor_proto).reshape(-1)[0].decode()
+
+
+def _hwc(image: torch.Tensor) -> np.ndarray:
+    return image.permute(1, 2, 0).numpy()
+
+
+@pytest.fixture(scope="module")
+def sweep(cifar10_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("tb_sweep")
+    _fit(cifar10_dir, root)
+    log_dir = root / "lightning_logs" / "version_0"
+    summary = json.loads((log_dir / "sweep.json").read_text())
+    ckpt = torch.load(log_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    return {"root": root, "log_dir": log_dir, "summary": summary, "W": ckpt["state_dict"]["W"]}
+
+
+@pytest.fixture(scope="module")
+def runs(sweep):
+    return {name: _accumulator(sweep["log_dir"] / name) for name in (config_name(lr, reg) for lr, reg in CONFIGS)}
+
+
+@pytest.fixture(scope="module")
+def main_run(sweep):
+    return _accumulator(sweep["log_dir"])
+
+
+def test_one_run_folder_per_config(sweep):
+    folders = {p.name for p in sweep["log_dir"].iterdir() if p.is_dir()} - {"checkpoints"}
+    assert folders == {config_name(lr, reg) for lr, reg in CONFIGS}
+    assert [(c["lr"], c["reg"]) for c in sweep["summary"]["configs"]] == CONFIGS
+    statuses = [c["status"] for c in sweep["summary"]["configs"]]
+    assert statuses == ["ok"] * 4 + ["diverged"] * 2  # lr=1e6 diverges within a few steps
+
+
+def test_per_config_scalars_at_every_validation(sweep, runs):
+    for k, (lr, reg) in enumerate(CONFIGS):
+        acc = runs[config_name(lr, reg)]
+        assert set(acc.Tags()["scalars"]) == {"acc/train", "acc/val", "loss/train"}
+        final = sweep["summary"]["configs"][k]
+        for tag, key in (("acc/train", "train_acc"), ("acc/val", "val_acc"), ("loss/train", "train_loss")):
+            events = acc.Scalars(tag)
+            assert [e.step for e in events] == [INTERVAL, STEPS], (lr, reg, tag)
+            last = events[-1].value
+            if final[key] is None:  # a diverged config's non-finite loss is null in sweep.json
+                assert final["status"] == "diverged" and not math.isfinite(last)
+            else:
+                assert last == pytest.approx(final[key], rel=1e-6), (lr, reg, tag)
+        assert 0.0 <= acc.Scalars("acc/val")[-1].value <= 1.0
+
+
+def test_main_run_best_val_acc(sweep, main_run):
+    events = main_run.Scalars("val/acc")
+    assert len(events) == STEPS // INTERVAL
+    assert events[-1].value == pytest.approx(sweep["summary"]["best"]["val_acc"], rel=1e-6)
+    assert {"train/acc", "train/loss"} <= set(main_run.Tags()["scalars"])
+    # only the module's few per-validation metrics: no per-config or per-step scalars in the main run
+    assert not {"acc/train", "acc/val", "loss/train"} & set(main_run.Tags()["scalars"])
+
+
+def test_best_templates_at_every_validation(sweep, main_run):
+    events = main_run.Images("templates/best")
+    assert [e.step for e in events] == [INTERVAL, STEPS]
+    height, width = grid_shape(10, SCALE)
+    assert all((e.height, e.width) == (height, width) for e in events)
+    # the last one is exactly the best config's final W drawn by template_grid: 2 x 5 labelled tiles
+    best_config = sweep["summary"]["best"]
+    best = CONFIGS.index((best_config["lr"], best_config["reg"]))
+    expected = _hwc(template_grid(sweep["W"][:, best, :], CIFAR10_NAMES, SCALE))
+    np.testing.assert_array_equal(_decode(events[-1]), expected)
+    classifier = LinearClassifier.load(sweep["log_dir"] / "best_model.pt")
+    np.testing.assert_array_equal(expected, _hwc(template_grid(classifier.weight, CIFAR10_NAMES, SCALE)))
+
+
+def test_every_config_templates_at_end(sweep, runs):
+    for k, (lr, reg) in enumerate(CONFIGS):
+        acc = runs[config_name(lr, reg)]
+        if sweep["summary"]["configs"][k]["status"] == "diverged":
+            assert "templates" not in acc.Tags()["images"]  # no picture of non-finite weights
+            continue
+        events = acc.Images("templates")
+        assert [e.step for e in events] == [STEPS]
+        # config k's own weights, in config k's folder
+        expected = _hwc(template_grid(sweep["W"][:, k, :], CIFAR10_NAMES, SCALE))
+        np.testing.assert_array_equal(_decode(events[0]), expected)
+
+
+def test_config_and_results_as_text(sweep, main_run):
+    tags = set(main_run.Tags()["tensors"])
+    assert {"config/text_summary", "sweep/results/text_summary"} <= tags
+    config = _text(main_run, "config/text_summary")
+    assert "loss: softmax" in config and "SweepTensorBoard" in config and f"max_steps: {STEPS}" in config
+    results = _text(main_run, "sweep/results/text_summary")
+    assert results.startswith("| lr | reg |")
+    assert len(results.splitlines()) == 2 + len(CONFIGS)  # header, separator, one row per config
+    assert results.count("(best)") == 1 and results.count("diverged") == 2
+    assert main_run.Tensors("sweep/results/text_summary")[-1].step == STEPS
+
+
+def test_exactly_one_hparams_session_per_config(sweep, runs, main_run):
+    with pytest.raises(KeyError):
+        main_run.PluginTagToContent(metadata.PLUGIN_NAME)  # the main run has no hparams data at all
+    for k, (lr, reg) in enumerate(CONFIGS):
+        name = config_name(lr, reg)
+        acc = runs[name]
+        assert len(acc.Tensors(metadata.SESSION_START_INFO_TAG)) == 1
+        assert len(acc.Tensors(metadata.SESSION_END_INFO_TAG)) == 1
+        content = acc.PluginTagToContent(metadata.PLUGIN_NAME)
+        start = metadata.parse_session_start_info_plugin_data(content[metadata.SESSION_START_INFO_TAG])
+        hp = start.hparams
+        assert set(hp) == HPARAM_KEYS, name  # the same keys in every session
+        assert start.group_name == name
+        assert hp["lr"].number_value == lr and hp["reg"].number_value == reg
+        assert hp["loss"].string_value == "softmax" and hp["dataset"].string_value == "cifar10"
+        assert hp["batch_size"].number_value == BATCH and hp["max_steps"].number_value == STEPS
+        assert hp["lr_decay"].number_value == 0.85 and hp["lr_decay_every"].number_value == 100
+        end = metadata.parse_session_end_info_plugin_data(content[metadata.SESSION_END_INFO_TAG])
+        diverged = sweep["summary"]["configs"][k]["status"] == "diverged"
+        assert end.status == (api_pb2.STATUS_FAILURE if diverged else api_pb2.STATUS_SUCCESS), name
+
+
+def _hparams_client(logdir: Path) -> Client:
+    """TensorBoard's HParams plugin over a multiplexer of ``logdir``, as ``tensorboard --logdir`` serves it."""
+    multiplexer = plugin_event_multiplexer.EventMultiplexer()
+    multiplexer.AddRunsFromDirectory(str(logdir))
+    multiplexer.Reload()
+    context = base_plugin.TBContext(
+        logdir=str(logdir), multiplexer=multiplexer, data_provider=MultiplexerDataProvider(multiplexer, str(logdir))
+    )
+    apps = HParamsPlugin(context).get_plugin_apps()
+    return {route: Client(app) for route, app in apps.items()}
+
+
+def _post(client: Client, body: dict) -> dict:
+    response = client.post("/", data=json.dumps(body), content_type="application/json")
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return json.loads(response.get_data(as_text=True))
+
+
+ALL_STATUSES = ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"]
+
+
+def test_hparams_dashboard_lists_every_config(sweep):
+    clients = _hparams_client(sweep["root"])  # the run root, as the README tells users to start TensorBoard
+    experiment = _post(clients["/experiment"], {})
+    assert {h["name"] for h in experiment["hparamInfos"]} == HPARAM_KEYS
+    # the grid's axes come first: the dashboard shows only its first five hparam columns by default
+    assert [h["name"] for h in experiment["hparamInfos"][:2]] == ["lr", "reg"]
+    assert all(h.get("differs", False) == (h["name"] in ("lr", "reg")) for h in experiment["hparamInfos"])
+    assert {m["name"]["tag"] for m in experiment["metricInfos"]} == {"acc/train", "acc/val", "loss/train"}
+
+    body = {"allowedStatuses": ALL_STATUSES, "startIndex": 0, "sliceSize": 100}
+    groups = _post(clients["/session_groups"], body)["sessionGroups"]
+    assert len(groups) == len(CONFIGS)
+    by_config = {(g["hparams"]["lr"], g["hparams"]["reg"]): g for g in groups}
+    assert set(by_config) == set(CONFIGS)
+    for k, (lr, reg) in enumerate(CONFIGS):
+        group = by_config[(lr, reg)]
+        assert [s["name"] for s in group["sessions"]] == [f"lightning_logs/version_0/{config_name(lr, reg)}"]
+        final = sweep["summary"]["configs"][k]
+        status = group["sessions"][0]["status"]
+        assert status == ("STATUS_FAILURE" if final["status"] == "diverged" else "STATUS_SUCCESS")
+        values = {m["name"]["tag"]: m for m in group["metricValues"]}
+        assert values["acc/val"]["value"] == pytest.approx(final["val_acc"], rel=1e-6)
+        assert values["acc/val"]["trainingStep"] == STEPS
+        assert values["acc/train"]["value"] == pytest.approx(final["train_acc"], rel=1e-6)
+
+
+@pytest.fixture(scope="module")
+def cifar100_sweep(cifar100_dir, tmp_path_factory):
+    """CIFAR-100 with a user-given TensorBoardLogger (its default_hp_metric=True)."""
+    root = tmp_path_factory.mktemp("tb_cifar100")
+    _fit(
+        cifar100_dir, root,
+        "--data.dataset", "cifar100",
+        "--trainer.logger", "lightning.pytorch.loggers.TensorBoardLogger",
+        "--trainer.logger.save_dir", str(root),
+        lrs=[0.1, 0.2], regs=[1e-3],
+    )  # fmt: skip
+    return root / "lightning_logs" / "version_0"
+
+
+def test_cifar100_templates_are_a_10x10_grid(cifar100_sweep):
+    events = _accumulator(cifar100_sweep).Images("templates/best")
+    assert (events[-1].height, events[-1].width) == grid_shape(100, SCALE)
+    assert grid_shape(100, SCALE) == (10 * (32 * SCALE + 12 + 2) + 2, 10 * (32 * SCALE + 2) + 2)
+    classifier = LinearClassifier.load(cifar100_sweep / "best_model.pt")
+    assert list(classifier.class_names) == list(CIFAR100_CLASSES)
+    np.testing.assert_array_equal(_decode(events[-1]), _hwc(template_grid(classifier.weight, CIFAR100_CLASSES, SCALE)))
+
+
+def test_explicit_logger_gets_no_hp_metric_session(cifar100_sweep):
+    main = _accumulator(cifar100_sweep)
+    assert "hp_metric" not in main.Tags()["scalars"]
+    with pytest.raises(KeyError):
+        main.PluginTagToContent(metadata.PLUGIN_NAME)
+    body = {"allowedStatuses": ALL_STATUSES, "sliceSize": 10}
+    groups = _post(_hparams_client(cifar100_sweep)["/session_groups"], body)
+    assert sorted(g["name"] for g in groups["sessionGroups"]) == [config_name(0.1, 1e-3), config_name(0.2, 1e-3)]
+    assert all(g["hparams"]["dataset"] == "cifar100" for g in groups["sessionGroups"])
+
+
+def test_logger_false_writes_no_tensorboard_files(cifar10_dir, tmp_path):
+    proc = _fit(cifar10_dir, tmp_path, "--trainer.logger", "false", lrs=[0.1, 0.2], regs=[1e-3])
+    assert "best validation accuracy" in proc.stdout
+    assert (tmp_path / "sweep.json").is_file() and (tmp_path / "best_model.pt").is_file()
+    assert not list(tmp_path.rglob("events.out.tfevents.*"))
+    assert not [p for p in tmp_path.rglob("*") if p.is_dir() and p.name.startswith("lr=")]
+
+
+class _Crash(pl.Callback):
+    def on_train_batch_end(self, trainer, *args) -> None:
+        if trainer.global_step == 5:
+            raise RuntimeError("boom")
+
+
+def test_crashed_fit_ends_its_sessions_as_failures(cifar10_dir, tmp_path):
+    """In-process: a fit that dies before its first validation leaves no session 'running'."""
+    data = CIFARDataModule(data_dir=str(cifar10_dir), download=False, batch_size=BATCH)
+    model = LinearClassifierModule(lr=[0.1, 0.2], reg=[1e-3], class_names=CIFAR10_NAMES)
+    trainer = pl.Trainer(
+        max_steps=STEPS, val_check_interval=INTERVAL, check_val_every_n_epoch=None, num_sanity_val_steps=0,
+        accelerator="cpu", devices=1, logger=TensorBoardLogger(str(tmp_path), default_hp_metric=False),
+        callbacks=[SweepTensorBoard(), _Crash()], enable_progress_bar=False, enable_model_summary=False,
+        enable_checkpointing=False,
+    )  # fmt: skip
+    with pytest.raises(RuntimeError, match="boom"):
+        trainer.fit(model, data)
+    log_dir = tmp_path / "lightning_logs" / "version_0"
+    for lr, reg in model.configs:
+        content = _accumulator(log_dir / config_name(lr, reg)).PluginTagToContent(metadata.PLUGIN_NAME)
+        assert metadata.SESSION_START_INFO_TAG in content
+        end = metadata.parse_session_end_info_plugin_data(content[metadata.SESSION_END_INFO_TAG])
+        assert end.status == api_pb2.STATUS_FAILURE
