@@ -7,12 +7,18 @@ or ``predict`` run after the ``fit`` that made them).
 
 from __future__ import annotations
 
+import functools
 import glob
 import os
+import signal
+import threading
 from typing import Any
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_info
+
+from lit_linear.errors import ConfigError
 
 
 class BestCheckpoint(ModelCheckpoint):
@@ -41,6 +47,12 @@ class LastCheckpoint(ModelCheckpoint):
     A fit resumed from it (``--ckpt_path last``) continues exactly: weights, optimizer step and
     frozen configs, the loss accumulators, and the minibatch sampler's state are all in it.
 
+    Ctrl-C in a single-process fit stops gracefully: the current step finishes, the configs are
+    validated, ``last.ckpt``, ``sweep.json`` and ``best_model.pt`` are written, and
+    :attr:`interrupted` is set (the CLI then exits with status 130). A second Ctrl-C aborts at once.
+    Under DDP, Lightning's own handling applies: the processes stop and ``last.ckpt`` is saved
+    unless the interrupt came in the middle of a step (a half-done step is never saved).
+
     Args:
         every_n_train_steps: steps between saves.
         dirpath: where to write it (default: ``<log_dir>/checkpoints``).
@@ -48,8 +60,6 @@ class LastCheckpoint(ModelCheckpoint):
 
     def __init__(self, every_n_train_steps: int = 500, dirpath: str | None = None) -> None:
         if every_n_train_steps <= 0:
-            from lit_linear.errors import ConfigError
-
             raise ConfigError(f"last_checkpoint.every_n_train_steps must be positive, got {every_n_train_steps}")
         super().__init__(
             dirpath=dirpath,
@@ -58,6 +68,9 @@ class LastCheckpoint(ModelCheckpoint):
             every_n_train_steps=every_n_train_steps,
             enable_version_counter=False,
         )
+        self.interrupted = False
+        self._in_step = False
+        self._previous_sigint: Any = None
 
     def _save_last_now(self, trainer: "pl.Trainer") -> None:
         if trainer.state.fn == "fit" and not trainer.sanity_checking and self._last_global_step_saved != trainer.global_step:
@@ -73,6 +86,7 @@ class LastCheckpoint(ModelCheckpoint):
     # this step, save after it: Lightning does not re-run the validation of the step a checkpoint was
     # taken at, so a pre-validation checkpoint would resume with that validation's bookkeeping undone.
     def on_train_batch_end(self, trainer: "pl.Trainer", *args: Any, **kwargs: Any) -> None:
+        self._in_step = False
         if trainer.global_step % self._every_n_train_steps == 0 and not self._validates_now(trainer):
             self._save_last_now(trainer)
 
@@ -84,10 +98,41 @@ class LastCheckpoint(ModelCheckpoint):
         pass
 
     def on_train_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        self._restore_sigint()
         self._save_last_now(trainer)
+        if self.interrupted:
+            rank_zero_info(f"Interrupted at step {trainer.global_step}; resume with --ckpt_path last ({self.last_model_path})")
 
     def on_exception(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", exception: BaseException) -> None:
-        self._save_last_now(trainer)
+        self._restore_sigint()
+        if not self._in_step:
+            self._save_last_now(trainer)
+
+    def teardown(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
+        self._restore_sigint()
+        super().teardown(trainer, pl_module, stage)
+
+    # --- Ctrl-C ------------------------------------------------------------------------------
+    def on_train_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        self.interrupted = False
+        if trainer.world_size == 1 and threading.current_thread() is threading.main_thread():
+            self._previous_sigint = signal.signal(signal.SIGINT, functools.partial(self._on_sigint, trainer))
+
+    def _on_sigint(self, trainer: "pl.Trainer", signum: int, frame: Any) -> None:
+        if self.interrupted:  # pressed twice: stop now, the Lightning way
+            self._restore_sigint()
+            raise KeyboardInterrupt
+        self.interrupted = True
+        trainer.should_stop = True
+        rank_zero_info("\nCtrl-C: stopping after this step, then validating and saving (Ctrl-C again to abort)")
+
+    def _restore_sigint(self) -> None:
+        if self._previous_sigint is not None:
+            signal.signal(signal.SIGINT, self._previous_sigint)
+            self._previous_sigint = None
+
+    def on_train_batch_start(self, trainer: "pl.Trainer", *args: Any, **kwargs: Any) -> None:
+        self._in_step = True
 
 
 def find_run_checkpoint(root: str, name: str) -> str | None:

@@ -96,7 +96,9 @@ class LinearCLI(LightningCLI):
 def main(args: list[str] | None = None) -> None:
     """Entry point of ``lit-linear`` and ``train.py``."""
     try:
-        LinearCLI(args=args)
+        cli = LinearCLI(args=args)
     except LitLinearError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2 if isinstance(e, ConfigError) else 1)
+    if any(getattr(callback, "interrupted", False) for callback in cli.trainer.callbacks):
+        sys.exit(130)  # stopped by Ctrl-C (gracefully): the shell's convention for SIGINT

@@ -204,6 +204,8 @@ class LinearClassifierModule(pl.LightningModule):
         )
         self.results = SweepResult(self.hparams.loss, self.global_step, configs, best if best >= 0 else None)
         top = self.results.best
+        # Logged as "step" too, so that the logger plots these at the SGD step they describe.
+        self.log("step", float(self.global_step))
         self.log("val/acc", top.val_acc if top else 0.0, prog_bar=True)
         if top is not None:
             self.log("train/acc", top.train_acc)
