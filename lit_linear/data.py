@@ -103,7 +103,8 @@ class TrainBatches:
         """This rank's share of the minibatch of ``step``."""
         share = self.batch_size // self.world_size
         index = self.global_indices(step)[self.rank * share : (self.rank + 1) * share]  # (share,)
-        return Batch(self.images[index], self.labels[index], index)
+        # index_select, not images[index]: the advanced-indexing gather is ~15x slower on the CPU.
+        return Batch(self.images.index_select(0, index), self.labels.index_select(0, index), index)
 
     def __iter__(self) -> Iterator[Batch]:
         step = self.first_step
@@ -170,7 +171,12 @@ class CIFARDataModule(pl.LightningDataModule):
         val_ratio: fraction of the training images held out for validation: the last rows of
             the training files (10,000 of 50,000 at 0.2), as in the course; deterministic.
         seed: seeds the minibatch order (weights are seeded by ``seed_everything``).
-        eval_batch_size: images per chunk when measuring accuracy.
+        eval_batch_size: images per chunk when measuring accuracy. On the CPU, chunks of about
+            1000 keep the float temporaries small enough to be reused instead of freshly mapped.
+        train_eval_size: how many training images the train accuracy is measured on at each
+            validation: a fixed random sample, the same at every validation (null: all of them).
+            Like CS231n's solver, which samples the training set for this; 10,000 images give the
+            full-set figure within about half a point at a quarter of the cost.
     """
 
     def __init__(
@@ -181,7 +187,8 @@ class CIFARDataModule(pl.LightningDataModule):
         batch_size: int = 200,
         val_ratio: float = 0.2,
         seed: int = 0,
-        eval_batch_size: int = 10000,
+        eval_batch_size: int = 1000,
+        train_eval_size: int | None = 10000,
     ) -> None:
         super().__init__()
         if dataset not in SPECS:
@@ -194,10 +201,15 @@ class CIFARDataModule(pl.LightningDataModule):
             raise ConfigError(f"data.val_ratio must lie strictly between 0 and 1, got {val_ratio!r}")
         if not isinstance(eval_batch_size, int) or isinstance(eval_batch_size, bool) or eval_batch_size <= 0:
             raise ConfigError(f"data.eval_batch_size must be a positive integer, got {eval_batch_size!r}")
+        if train_eval_size is not None and (
+            not isinstance(train_eval_size, int) or isinstance(train_eval_size, bool) or train_eval_size <= 0
+        ):
+            raise ConfigError(f"data.train_eval_size must be a positive integer or null (all), got {train_eval_size!r}")
         self.save_hyperparameters()
         self.data_dir = Path(data_dir)
         self._class_names = list(self.spec.class_names)
         self.train_images = self.train_labels = self.val_images = self.val_labels = None
+        self.train_eval_images = self.train_eval_labels = None
         self.test_images = self.test_labels = None
         self.pixel_mean: Tensor | None = None
 
@@ -277,6 +289,14 @@ class CIFARDataModule(pl.LightningDataModule):
         self.pixel_mean = channel_mean.repeat_interleave(PIXELS // 3).float()  # (3072,)
         self.train_images, self.train_labels = train_images.to(device), labels[:num_train].to(device)
         self.val_images, self.val_labels = images[num_train:].to(device), labels[num_train:].to(device)
+        size = self.hparams.train_eval_size
+        if size is None or size >= num_train:
+            self.train_eval_images, self.train_eval_labels = self.train_images, self.train_labels
+        else:
+            # A fixed sample (its own seed, sorted): the same rows at every validation and in every run.
+            rows = torch.randperm(num_train, generator=torch.Generator().manual_seed(0))[:size].sort().values
+            self.train_eval_images = self.train_images.index_select(0, rows.to(device))
+            self.train_eval_labels = self.train_labels.index_select(0, rows.to(device))
 
     # --- loaders -------------------------------------------------------------------------------
     def _rank(self) -> tuple[int, int]:
@@ -301,8 +321,11 @@ class CIFARDataModule(pl.LightningDataModule):
         )
 
     def val_dataloader(self) -> list[EvalBatches]:
-        """Two loaders: the training split (index 0) and the validation split (index 1)."""
-        return [self._eval(self.train_images, self.train_labels), self._eval(self.val_images, self.val_labels)]
+        """Two loaders: the training images of ``train_eval_size`` (index 0) and the validation split (index 1)."""
+        return [
+            self._eval(self.train_eval_images, self.train_eval_labels),
+            self._eval(self.val_images, self.val_labels),
+        ]
 
     def test_dataloader(self) -> EvalBatches:
         return self._eval(self.test_images, self.test_labels)

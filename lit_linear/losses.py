@@ -185,8 +185,9 @@ def _finish(
     (K, C), (D, N) = KC, (W_flat.shape[0], X.shape[0])
     reg = _reg_columns(reg, K, C, W_flat)
     dW = X.t() @ dscores.view(N, K * C)  # (D, K*C)
-    # ||W_k||^2 per config without materialising W*W: column norms, then a sum over C.
-    sq_norm = torch.linalg.vector_norm(W_flat, dim=0).square().view(K, C).sum(dim=1)  # (K,)
+    # ||W_k||^2 per config: column sums of W*W as a matrix-vector product, then a sum over C
+    # (twice as fast on the CPU as a reduction over dim 0).
+    sq_norm = torch.mv(W_flat.square().t(), W_flat.new_ones(D)).view(K, C).sum(dim=1)  # (K,)
     if isinstance(reg, Tensor):
         loss = data_loss + reg.view(K, C)[:, 0] * sq_norm
         dW.addcmul_(W_flat, reg, value=2.0)
@@ -218,13 +219,12 @@ def svm_loss_vectorized(
     W_flat, KC, single, scores, label_index = _grid_scores(W, X, y, layout)
     N = X.shape[0]
     correct = scores.gather(2, label_index)  # (N, K, 1)
-    margins = (scores - correct + 1).clamp_min_(0)  # (N, K, C)
+    margins = scores.sub_(correct).add_(1).clamp_min_(0)  # (N, K, C), in place: scores are done
     margins.scatter_(2, label_index, 0)  # the true class contributes no margin
     data_loss = margins.sum(dim=(0, 2)) / N  # (K,)
-    # dL/ds_j = 1 for every violating j, and -(number of violations) for the true class.
-    dscores = (margins > 0).to(scores.dtype)  # (N, K, C)
+    # dL/ds_j = 1 for every violating j, and -(number of violations) for the true class; / N.
+    dscores = margins.gt(0).to(scores.dtype).div_(N)  # (N, K, C)
     dscores.scatter_(2, label_index, -dscores.sum(dim=2, keepdim=True))
-    dscores.div_(N)
     return _finish(W_flat, KC, X, data_loss, dscores, reg, layout, single)
 
 
@@ -248,12 +248,13 @@ def softmax_loss_vectorized(
     """
     W_flat, KC, single, scores, label_index = _grid_scores(W, X, y, layout)
     N = X.shape[0]
-    scores = scores - scores.amax(dim=2, keepdim=True)  # (N, K, C), max 0 per row
-    probs = scores.exp()  # (N, K, C)
+    # In place where a value is not needed again: each pass over (N, K, C) counts in the step.
+    scores.sub_(scores.amax(dim=2, keepdim=True))  # (N, K, C), max 0 per row
+    correct = scores.gather(2, label_index)  # (N, K, 1)
+    probs = scores.exp_()  # (N, K, C), unnormalised
     sum_exp = probs.sum(dim=2, keepdim=True)  # (N, K, 1), >= 1
-    data_loss = (sum_exp.log() - scores.gather(2, label_index)).sum(dim=(0, 2)) / N  # (K,)
-    # dL/ds = softmax(s) - onehot(y), averaged over the rows.
-    probs.div_(sum_exp)
-    probs.scatter_add_(2, label_index, torch.full_like(sum_exp, -1.0))
-    probs.div_(N)
+    data_loss = (sum_exp.log() - correct).sum(dim=(0, 2)) / N  # (K,)
+    # dL/ds = (softmax(s) - onehot(y)) / N.
+    probs.div_(sum_exp.mul_(N))
+    probs.scatter_add_(2, label_index, torch.full_like(correct, -1.0 / N))
     return _finish(W_flat, KC, X, data_loss, probs, reg, layout, single)

@@ -13,8 +13,9 @@ class GridSGD(torch.optim.Optimizer):
 
     ``dW`` is computed by hand and placed in ``W.grad``; nothing here calls backward. ``step``
     takes a closure that does that and returns the per-config loss ``(K,)``. A config whose
-    loss is not finite is frozen from then on: its slice of ``W`` is never written again, so
-    a diverging config cannot disturb the others and keeps no NaN it did not already hold.
+    loss is not finite is frozen from then on: its learning rate is 0. Its weights are no longer
+    meaningful (0 * inf is NaN, and zeroing non-finite gradients would cost a pass over ``W``
+    every step); the other configs are untouched, since every operation acts per column.
 
     The learning rate decays in steps, ``lr_k(t) = lr_k * lr_decay ** (t // lr_decay_every)``:
     a function of the step count alone (kept in the optimizer state), not of the run length.
@@ -64,9 +65,7 @@ class GridSGD(torch.optim.Optimizer):
                 # One factor per column of the (D, K*C) matrix: a contiguous row broadcasts over
                 # the rows with a vectorised loop, unlike a (1, K, 1) tensor.
                 step_lr = (state["lr"] * live * -decay).repeat_interleave(C).view(1, K * C)
-                # A frozen config's gradient may hold inf/NaN, and 0 * inf = NaN: zero them first.
-                grad = p.grad.nan_to_num_(0.0, 0.0, 0.0)
-                p.view(D, K * C).addcmul_(grad.view(D, K * C), step_lr)
+                p.view(D, K * C).addcmul_(p.grad.view(D, K * C), step_lr)
                 state["step"] += 1
         return loss
 

@@ -99,9 +99,6 @@ def test_a_diverging_config_is_contained(cifar10_dir, tmp_path, capsys):
     assert torch.equal(mixed.W[:, 0], clean.W[:, 0]), "a diverging neighbour must not disturb a config"
     assert (tmp_path / "mixed" / "best_model.pt").is_file()
     assert "diverged" in capsys.readouterr().out
-    # Frozen: its weights stopped changing when its loss went non-finite, before turning NaN everywhere.
-    frozen = mixed.W[:, 1]
-    assert not torch.isnan(frozen).all()
 
 
 def test_when_every_config_diverges_fit_says_so_and_writes_no_model(cifar10_dir, tmp_path):

@@ -1,0 +1,93 @@
+"""Shared pieces of the benchmarks: data loading, the plain loops they compare against, output."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from typing import Callable
+
+import torch
+
+from lit_linear.classifier import preprocess
+from lit_linear.data import CIFARDataModule, TrainBatches
+from lit_linear.losses import softmax_loss_vectorized, svm_loss_vectorized
+
+LOSSES = {"svm": svm_loss_vectorized, "softmax": softmax_loss_vectorized}
+
+# The course's 20-config softmax grid (EECS 498 A2).
+COURSE_LRS = [1e-2, 5e-2, 1e-1, 3.5e-1]
+COURSE_REGS = [1e-4, 3e-4, 1e-3, 1e-2, 5e-2]
+
+
+def machine() -> str:
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+
+
+def load_data(data_dir: str, batch_size: int = 200) -> CIFARDataModule:
+    """CIFAR-10 set up on the CPU, as the module sees it."""
+    dm = CIFARDataModule(data_dir=data_dir, download=False, batch_size=batch_size)
+    dm.setup("fit")
+    return dm
+
+
+def timed(fn: Callable[[], object]) -> tuple[float, object]:
+    start = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - start, out
+
+
+def accuracy(W: torch.Tensor, images: torch.Tensor, labels: torch.Tensor, pixel_mean: torch.Tensor, chunk: int = 1000) -> torch.Tensor:
+    """Accuracy ``(K,)`` of a grid ``W (D, K, C)`` on a split, in chunks (as the module does)."""
+    D, K, C = W.shape
+    W = W.reshape(D, K * C)
+    correct = torch.zeros(K, dtype=torch.long)
+    for lo in range(0, len(labels), chunk):
+        X = preprocess(images[lo : lo + chunk], pixel_mean)
+        preds = (X @ W).view(-1, K, C).argmax(dim=2)
+        correct += (preds == labels[lo : lo + chunk, None]).sum(dim=0)
+    return correct.double() / len(labels)
+
+
+def plain_loop(
+    dm: CIFARDataModule,
+    loss: str,
+    lrs: list[float],
+    regs: list[float],
+    steps: int,
+    lr_decay: float,
+    lr_decay_every: int,
+    W0: torch.Tensor,
+    seed: int = 0,
+) -> torch.Tensor:
+    """The plain PyTorch loop: K configs side by side in ``W (D, K, C)`` (K = 1 for one config).
+
+    Same minibatches (the package's sampler), same loss function and the same update as the
+    module, but no Lightning: the reference the Lightning run is measured against.
+    """
+    K = len(lrs) * len(regs)
+    lr = torch.tensor([a for a in lrs for _ in regs]).view(1, K, 1)
+    reg = torch.tensor([b for _ in lrs for b in regs])
+    W = W0.unsqueeze(1).repeat(1, K, 1)  # (D, K, C)
+    batches = TrainBatches(dm.train_images, dm.train_labels, dm.hparams.batch_size, seed)
+    loss_fn = LOSSES[loss]
+    for t in range(steps):
+        b = batches.batch(t)
+        X = preprocess(b.images, dm.pixel_mean)
+        _, dW = loss_fn(W, X, b.labels, reg, layout="DKC")
+        W.addcmul_(dW, lr, value=-(lr_decay ** (t // lr_decay_every)))
+    return W
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def write_json(path: str | None, payload: dict) -> None:
+    if path:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(payload, f, indent=2)
+        print(f"wrote {path}")

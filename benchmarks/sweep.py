@@ -1,0 +1,140 @@
+"""Sweep benchmark: the course's 20-config softmax grid trained four ways, timed in one process.
+
+    python benchmarks/sweep.py --data-dir /path/to/folder-with-cifar-10-batches-py [--out results/sweep.json]
+
+(a) the course's way: a plain PyTorch loop, one config after another (package loss, same sampler);
+(b) the same grid as one batched plain loop (all 20 configs share each minibatch);
+(c) ``Trainer.fit`` of LinearClassifierModule with the shipped settings (configs/softmax_sweep.yaml
+    with the course's grid; progress bar off; data loaded beforehand, as for a and b);
+(d) the floor: only the two matrix products a batched step must do, at their shapes, ``steps`` times.
+Prints seconds, the ratios a/c, c/b and c/d (medians over --repeats), and the best val accuracy of
+(a) and (c), which must agree: they train the same configs on the same minibatches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import Callback
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import COURSE_LRS, COURSE_REGS, accuracy, load_data, machine, median, plain_loop, write_json  # noqa: E402
+
+from lit_linear.cli import LinearCLI  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class FitTimer(Callback):
+    """Wall time from the start of fit to its end: the training loop, its validations, checkpoints and logs."""
+
+    def on_fit_start(self, trainer, pl_module):
+        self.start = time.perf_counter()
+
+    def on_fit_end(self, trainer, pl_module):
+        self.seconds = time.perf_counter() - self.start
+
+
+def shipped_fit(data_dir: str, root: str, steps: int) -> tuple[float, float]:
+    """(c): fit the course grid with configs/softmax_sweep.yaml's settings; (seconds, best val acc)."""
+    cli = LinearCLI(
+        args=[
+            "--config", os.path.join(REPO, "configs", "softmax_sweep.yaml"),
+            "--model.lr", str(COURSE_LRS), "--model.reg", str(COURSE_REGS),
+            "--data.data_dir", data_dir, "--data.download", "false",
+            "--trainer.max_steps", str(steps), "--trainer.default_root_dir", root,
+            "--trainer.val_check_interval", str(min(500, steps)),
+            "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+            "--trainer.accelerator", "cpu", "--trainer.devices", "1",
+        ],
+        run=False,
+    )  # fmt: skip
+    timer = FitTimer()
+    cli.trainer.callbacks.append(timer)
+    cli.datamodule.setup("fit")  # load the files outside the timed region, as for (a) and (b)
+    cli.trainer.fit(cli.model, cli.datamodule)
+    return timer.seconds, cli.model.results.best.val_acc
+
+
+def floor(steps: int, K: int, N: int = 200, D: int = 3073, C: int = 10) -> float:
+    """(d): the scores and gradient products of one batched step, ``steps`` times."""
+    X, W, G = torch.randn(N, D), torch.randn(D, K * C), torch.randn(N, K * C)
+    start = time.perf_counter()
+    for _ in range(steps):
+        X @ W  # scores (N, K*C)
+        X.t() @ G  # gradient (D, K*C)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", required=True, help="folder holding cifar-10-batches-py")
+    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--repeats", type=int, default=3, help="timings are medians over this many runs")
+    parser.add_argument("--root", default="/tmp/lit_linear_bench", help="run folder for (c)")
+    parser.add_argument("--out", default=None, help="write the results as JSON here")
+    args = parser.parse_args()
+    torch.set_num_threads(os.cpu_count() or 1)
+
+    dm = load_data(args.data_dir)
+    lr_decay, lr_decay_every = 0.85, 100  # the shipped schedule (configs/softmax_sweep.yaml)
+    K = len(COURSE_LRS) * len(COURSE_REGS)
+    times = {"a": [], "b": [], "c": [], "d": []}
+    for _ in range(args.repeats):
+        pl.seed_everything(0, verbose=False)
+        W0 = 1e-6 * torch.randn(3073, 10)
+        t = time.perf_counter()
+        single = [
+            plain_loop(dm, "softmax", [lr], [reg], args.steps, lr_decay, lr_decay_every, W0)[:, 0]
+            for lr in COURSE_LRS
+            for reg in COURSE_REGS
+        ]
+        acc_a = accuracy(torch.stack(single, dim=1), dm.val_images, dm.val_labels, dm.pixel_mean)
+        accuracy(torch.stack(single, dim=1), dm.train_eval_images, dm.train_eval_labels, dm.pixel_mean)
+        times["a"].append(time.perf_counter() - t)
+
+        t = time.perf_counter()
+        W = plain_loop(dm, "softmax", COURSE_LRS, COURSE_REGS, args.steps, lr_decay, lr_decay_every, W0)
+        acc_b = accuracy(W, dm.val_images, dm.val_labels, dm.pixel_mean)
+        accuracy(W, dm.train_eval_images, dm.train_eval_labels, dm.pixel_mean)
+        times["b"].append(time.perf_counter() - t)
+
+        seconds, best_c = shipped_fit(args.data_dir, args.root, args.steps)
+        times["c"].append(seconds)
+        times["d"].append(floor(args.steps, K))
+
+    a, b, c, d = (median(times[k]) for k in "abcd")
+    best_a, best_b = float(acc_a.max()), float(acc_b.max())
+    rows = [
+        ("(a) sequential plain loop, 20 configs one by one", a),
+        ("(b) batched plain loop, 20 configs at once", b),
+        ("(c) Trainer.fit, shipped settings", c),
+        ("(d) floor: 2 matrix products per step", d),
+    ]
+    print(f"\nsweep benchmark: {K} softmax configs, {args.steps} steps, batch 200 ({machine()})")
+    print(f"{'run':52s} {'seconds':>8s}")
+    for name, sec in rows:
+        print(f"{name:52s} {sec:8.2f}")
+    print(f"a/c = {a / c:.2f} (target >= 5)   c/b = {c / b:.2f} (target <= 1.3)   c/d = {c / d:.2f} (target <= 1.6)")
+    print(f"best val acc: (a) {100 * best_a:.2f}%  (b) {100 * best_b:.2f}%  (c) {100 * best_c:.2f}%")
+    write_json(
+        args.out,
+        {
+            "machine": machine(),
+            "steps": args.steps,
+            "configs": K,
+            "seconds": {k: median(v) for k, v in times.items()},
+            "all_seconds": times,
+            "ratios": {"a/c": a / c, "c/b": c / b, "c/d": c / d},
+            "best_val_acc": {"a": best_a, "b": best_b, "c": best_c},
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
