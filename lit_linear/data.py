@@ -284,7 +284,11 @@ class CIFARDataModule(pl.LightningDataModule):
         train_images = images[:num_train]
         # Per-channel mean of the training rows only (the course subtracts the mean RGB colour),
         # broadcast to every pixel of its channel.
-        channel_mean = train_images.view(num_train, 3, -1).sum(dim=(0, 2), dtype=torch.float64)
+        # Summed in chunks: one float64 sum over all rows materialises a float64 copy of the split
+        # (~1 GB for CIFAR-10), the biggest memory peak of a whole run.
+        channel_mean = torch.zeros(3, dtype=torch.float64)
+        for chunk in train_images.split(2048):
+            channel_mean += chunk.view(-1, 3, PIXELS // 3).sum(dim=(0, 2), dtype=torch.float64)
         channel_mean /= num_train * (PIXELS // 3) * 255.0
         self.pixel_mean = channel_mean.repeat_interleave(PIXELS // 3).float()  # (3072,)
         self.train_images, self.train_labels = train_images.to(device), labels[:num_train].to(device)

@@ -59,13 +59,13 @@ class GridSGD(torch.optim.Optimizer):
                 state = self._state(p, group["lr"])
                 live = state["live"]
                 if loss is not None:
-                    live.mul_(torch.isfinite(loss).to(live.dtype))
+                    live.mul_(torch.isfinite(loss))
                 decay = group["lr_decay"] ** (state["step"] // group["lr_decay_every"])
                 D, K, C = p.shape
                 # One factor per column of the (D, K*C) matrix: a contiguous row broadcasts over
                 # the rows with a vectorised loop, unlike a (1, K, 1) tensor.
-                step_lr = (state["lr"] * live * -decay).repeat_interleave(C).view(1, K * C)
-                p.view(D, K * C).addcmul_(p.grad.view(D, K * C), step_lr)
+                step_lr = torch.mul(state["lr"], live).repeat_interleave(C).view(1, K * C)
+                p.view(D, K * C).addcmul_(p.grad.view(D, K * C), step_lr, value=-decay)
                 state["step"] += 1
         return loss
 

@@ -407,3 +407,28 @@ def test_cli_corrupted_batch(tmp_path):
     path.write_bytes(path.read_bytes()[:1000])
     line = _one_error_line(run_cli("fit", *cli_args(root, tmp_path / "runs")))
     assert str(path) in line and "truncated or corrupted" in line
+
+
+def test_train_accuracy_is_measured_on_a_fixed_sample_of_training_rows(tmp_path):
+    """data.train_eval_size: a fixed sample of the training rows, the same at every call; null: all."""
+    from conftest import write_cifar10
+
+    root = write_cifar10(tmp_path, per_batch=60)
+    sampled = CIFARDataModule(data_dir=str(root), download=False, train_eval_size=50)
+    sampled.setup("fit")
+    again = CIFARDataModule(data_dir=str(root), download=False, train_eval_size=50)
+    again.setup("fit")
+    assert sampled.train_eval_images.shape == (50, 3072)
+    assert torch.equal(sampled.train_eval_images, again.train_eval_images)
+    # Every sampled row is a training row (never a validation row), each at most once.
+    rows = {tuple(r.tolist()) for r in sampled.train_images}
+    assert all(tuple(r.tolist()) in rows for r in sampled.train_eval_images)
+    assert len({tuple(r.tolist()) for r in sampled.train_eval_images}) == 50
+    loader, _ = sampled.val_dataloader()
+    assert sum(len(b.labels) for b in loader) == 50
+
+    everything = CIFARDataModule(data_dir=str(root), download=False, train_eval_size=None)
+    everything.setup("fit")
+    assert torch.equal(everything.train_eval_images, everything.train_images)
+    with pytest.raises(ConfigError, match="data.train_eval_size"):
+        CIFARDataModule(train_eval_size=0)
