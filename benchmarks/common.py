@@ -11,9 +11,13 @@ from typing import Callable
 
 import torch
 
+from lightning.pytorch.callbacks import Callback
+
 from lit_linear.classifier import preprocess
 from lit_linear.data import CIFARDataModule, TrainBatches
 from lit_linear.losses import softmax_loss_vectorized, svm_loss_vectorized
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 LOSSES = {"svm": svm_loss_vectorized, "softmax": softmax_loss_vectorized}
 
@@ -79,6 +83,40 @@ def plain_loop(
         _, dW = loss_fn(W, X, b.labels, reg, layout="DKC")
         W.addcmul_(dW, lr, value=-(lr_decay ** (t // lr_decay_every)))
     return W
+
+
+class FitTimer(Callback):
+    """Wall time from the start of fit to its end: the training loop, its validations, checkpoints and logs."""
+
+    def on_fit_start(self, trainer, pl_module):
+        self.start = time.perf_counter()
+
+    def on_fit_end(self, trainer, pl_module):
+        self.seconds = time.perf_counter() - self.start
+
+
+def shipped_fit(config: str, data_dir: str, root: str, steps: int, *extra: str):
+    """``Trainer.fit`` with a shipped config's settings (progress bar off), data loaded before the clock.
+
+    Returns ``(seconds from fit start to fit end, the fitted module)``.
+    """
+    from lit_linear.cli import LinearCLI
+
+    cli = LinearCLI(
+        args=[
+            "--config", os.path.join(REPO, "configs", config), "--data.data_dir", data_dir, "--data.download", "false",
+            "--trainer.max_steps", str(steps), "--trainer.default_root_dir", root,
+            "--trainer.val_check_interval", str(min(500, steps)),
+            "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+            "--trainer.accelerator", "cpu", "--trainer.devices", "1", *extra,
+        ],
+        run=False,
+    )  # fmt: skip
+    timer = FitTimer()
+    cli.trainer.callbacks.append(timer)
+    cli.datamodule.setup("fit")  # load the files outside the timed region, as the plain loops do
+    cli.trainer.fit(cli.model, cli.datamodule)
+    return timer.seconds, cli.model
 
 
 def median(values: list[float]) -> float:

@@ -62,7 +62,7 @@ def main() -> None:
 
     grid_rows = []
     Xb, yb = X[:200], y[:200]
-    print(f"\ngrid loss on a 200-row minibatch (DKC layout)")
+    print("\ngrid loss on a 200-row minibatch (DKC layout)")
     print(f"{'loss':8s} {'K':>3s} {'ms per call':>12s} {'ms per config':>14s}")
     for name, vectorized in (("svm", svm_loss_vectorized), ("softmax", softmax_loss_vectorized)):
         for K in (1, 5, 25):

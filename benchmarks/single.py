@@ -19,10 +19,7 @@ import torch
 import yaml
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import accuracy, load_data, machine, median, plain_loop, write_json  # noqa: E402
-from sweep import REPO, FitTimer  # noqa: E402
-
-from lit_linear.cli import LinearCLI  # noqa: E402
+from common import REPO, accuracy, load_data, machine, median, plain_loop, shipped_fit, write_json  # noqa: E402
 
 
 def main() -> None:
@@ -49,20 +46,8 @@ def main() -> None:
         accuracy(W, dm.train_eval_images, dm.train_eval_labels, dm.pixel_mean)
         plain.append(time.perf_counter() - start)
 
-        cli = LinearCLI(
-            args=[
-                "--config", config_file, "--data.data_dir", args.data_dir, "--data.download", "false",
-                "--trainer.max_steps", str(args.steps), "--trainer.default_root_dir", args.root,
-                "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
-                "--trainer.accelerator", "cpu", "--trainer.devices", "1",
-            ],
-            run=False,
-        )  # fmt: skip
-        timer = FitTimer()
-        cli.trainer.callbacks.append(timer)
-        cli.datamodule.setup("fit")
-        cli.trainer.fit(cli.model, cli.datamodule)
-        fit.append(timer.seconds)
+        seconds, _ = shipped_fit("softmax.yaml", args.data_dir, args.root, args.steps)
+        fit.append(seconds)
 
     p, f = median(plain), median(fit)
     print(f"\nsingle-config benchmark: softmax, {args.steps} steps, batch 200 ({machine()})")

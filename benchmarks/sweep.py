@@ -20,45 +20,16 @@ import time
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import Callback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import COURSE_LRS, COURSE_REGS, accuracy, load_data, machine, median, plain_loop, write_json  # noqa: E402
+from common import COURSE_LRS, COURSE_REGS, accuracy, load_data, machine, median, plain_loop, shipped_fit, write_json  # noqa: E402
 
-from lit_linear.cli import LinearCLI  # noqa: E402
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-class FitTimer(Callback):
-    """Wall time from the start of fit to its end: the training loop, its validations, checkpoints and logs."""
-
-    def on_fit_start(self, trainer, pl_module):
-        self.start = time.perf_counter()
-
-    def on_fit_end(self, trainer, pl_module):
-        self.seconds = time.perf_counter() - self.start
-
-
-def shipped_fit(data_dir: str, root: str, steps: int) -> tuple[float, float]:
+def course_grid_fit(data_dir: str, root: str, steps: int) -> tuple[float, float]:
     """(c): fit the course grid with configs/softmax_sweep.yaml's settings; (seconds, best val acc)."""
-    cli = LinearCLI(
-        args=[
-            "--config", os.path.join(REPO, "configs", "softmax_sweep.yaml"),
-            "--model.lr", str(COURSE_LRS), "--model.reg", str(COURSE_REGS),
-            "--data.data_dir", data_dir, "--data.download", "false",
-            "--trainer.max_steps", str(steps), "--trainer.default_root_dir", root,
-            "--trainer.val_check_interval", str(min(500, steps)),
-            "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
-            "--trainer.accelerator", "cpu", "--trainer.devices", "1",
-        ],
-        run=False,
-    )  # fmt: skip
-    timer = FitTimer()
-    cli.trainer.callbacks.append(timer)
-    cli.datamodule.setup("fit")  # load the files outside the timed region, as for (a) and (b)
-    cli.trainer.fit(cli.model, cli.datamodule)
-    return timer.seconds, cli.model.results.best.val_acc
+    seconds, model = shipped_fit(
+        "softmax_sweep.yaml", data_dir, root, steps, "--model.lr", str(COURSE_LRS), "--model.reg", str(COURSE_REGS)
+    )
+    return seconds, model.results.best.val_acc
 
 
 def floor(steps: int, K: int, N: int = 200, D: int = 3073, C: int = 10) -> float:
@@ -104,7 +75,7 @@ def main() -> None:
         accuracy(W, dm.train_eval_images, dm.train_eval_labels, dm.pixel_mean)
         times["b"].append(time.perf_counter() - t)
 
-        seconds, best_c = shipped_fit(args.data_dir, args.root, args.steps)
+        seconds, best_c = course_grid_fit(args.data_dir, args.root, args.steps)
         times["c"].append(seconds)
         times["d"].append(floor(args.steps, K))
 
