@@ -14,7 +14,7 @@ seen. Under DDP every rank draws the same global batch and keeps its own contigu
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator, NamedTuple
+from typing import Any, Iterator, NamedTuple
 
 import lightning.pytorch as pl
 import torch
@@ -310,6 +310,13 @@ class CIFARDataModule(pl.LightningDataModule):
 
     def _eval(self, images: Tensor, labels: Tensor) -> EvalBatches:
         return EvalBatches(images, labels, self.hparams.eval_batch_size, *self._rank())
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        # Every split already lives on the training device: skip Lightning's generic walk over
+        # the batch (a tenth of a millisecond per step on the CPU).
+        if isinstance(batch, Batch) and batch.images.device == device:
+            return batch
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
     def train_dataloader(self) -> TrainBatches:
         rank, world_size = self._rank()
