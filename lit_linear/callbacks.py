@@ -16,6 +16,7 @@ otherwise add the main run to the HParams table with other keys than the configs
 
 from __future__ import annotations
 
+import io
 import os
 from typing import Any
 
@@ -23,6 +24,9 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
+from PIL import Image
+from tensorboard.compat.proto import summary_pb2
+from torch import Tensor
 from torch.utils.tensorboard import SummaryWriter
 
 from lit_linear.hparams import (
@@ -37,6 +41,19 @@ from lit_linear.sweep import SweepResult, config_name
 from lit_linear.templates import template_grid
 
 METRICS = {"acc/train": "train accuracy", "acc/val": "val accuracy", "loss/train": "train loss"}
+
+
+def _add_png(writer: SummaryWriter, tag: str, image: Tensor, step: int) -> None:
+    """``writer.add_image`` for a ``(3, H, W)`` uint8 image, encoded with fast PNG compression.
+
+    ``add_image`` re-scales through float and compresses at PIL's default level: 12 ms an image
+    here against 2 ms, and a sweep writes one per config at the end of fit.
+    """
+    _, height, width = image.shape
+    buffer = io.BytesIO()
+    Image.fromarray(image.permute(1, 2, 0).contiguous().numpy()).save(buffer, format="PNG", compress_level=1)
+    png = summary_pb2.Summary.Image(height=height, width=width, colorspace=3, encoded_image_string=buffer.getvalue())
+    writer.file_writer.add_summary(summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=tag, image=png)]), step)
 
 
 def _markdown_code(text: str) -> str:
@@ -101,7 +118,7 @@ class SweepTensorBoard(Callback):
             writer.flush()
         if self.templates and results.best_index is not None:
             image = template_grid(pl_module.W[:, results.best_index, :], pl_module.class_names, self.template_scale)
-            self._logger.experiment.add_image("templates/best", image, step)
+            _add_png(self._logger.experiment, "templates/best", image, step)
             self._logger.experiment.flush()  # visible now, not at the writer's next periodic flush
 
     def on_fit_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
@@ -111,7 +128,8 @@ class SweepTensorBoard(Callback):
         if results is not None:
             for k, (writer, config) in enumerate(zip(self._writers, results.configs)):
                 if self.templates and config.status == "ok":
-                    writer.add_image("templates", template_grid(pl_module.W[:, k, :], pl_module.class_names, self.template_scale), results.step)
+                    image = template_grid(pl_module.W[:, k, :], pl_module.class_names, self.template_scale)
+                    _add_png(writer, "templates", image, results.step)
                 if self._sessions_open:
                     status = STATUS_SUCCESS if config.status == "ok" else STATUS_FAILURE
                     writer.file_writer.add_summary(session_end_summary(status))
