@@ -107,7 +107,6 @@ class LinearClassifierModule(pl.LightningModule):
         self.W = nn.Parameter(w0.unsqueeze(1).repeat(1, K, 1))  # (D, K, C)
         self.register_buffer("reg", torch.tensor([r for _, r in self.configs]), persistent=False)  # (K,)
         self.register_buffer("pixel_mean", torch.zeros(feature_dim - 1))  # (D-1,), set from the data
-        self.register_buffer("diverged", torch.zeros(K, dtype=torch.bool))  # (K,), as of the last validation
         self.register_buffer("best_index", torch.tensor(-1))  # best config by val accuracy; -1: none yet
         self.register_buffer("loss_sum", torch.zeros(K))  # (K,) training loss summed since the last validation
         self.register_buffer("loss_steps", torch.tensor(0))
@@ -122,13 +121,13 @@ class LinearClassifierModule(pl.LightningModule):
 
     # --- setup -------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
+        datamodule = self.trainer.datamodule
         if stage == "fit":
             check_fit_settings(self.trainer.max_steps, self.trainer.val_check_interval)
-            datamodule = self.trainer.datamodule
+            # The mean of this run's training split; test and predict keep the checkpoint's.
             if getattr(datamodule, "pixel_mean", None) is not None:
                 self.pixel_mean.copy_(datamodule.pixel_mean)
-        datamodule = self.trainer.datamodule
-        if datamodule is not None and hasattr(datamodule, "class_names"):
+        if hasattr(datamodule, "class_names"):
             self.class_names = list(datamodule.class_names)
 
     def configure_optimizers(self) -> GridSGD:
@@ -190,7 +189,6 @@ class LinearClassifierModule(pl.LightningModule):
         frozen = optimizer.diverged() if isinstance(optimizer, GridSGD) else None
         if frozen is not None:
             diverged |= frozen
-        self.diverged.copy_(diverged)
         train_loss = (self.loss_sum / self.loss_steps).tolist() if self.loss_steps > 0 else [math.nan] * self.num_configs
         self.loss_sum.zero_()
         self.loss_steps.zero_()
@@ -212,14 +210,19 @@ class LinearClassifierModule(pl.LightningModule):
             self.log("train/loss", top.train_loss)
 
     # --- results -------------------------------------------------------------------------------
-    def best_classifier(self) -> LinearClassifier:
-        """The best config (by val accuracy at the last validation) as a standalone classifier."""
+    def _best(self) -> int:
+        """Index of the best config at the last validation; explains why there is none."""
         k = int(self.best_index)
         if k < 0:
             raise LitLinearError(
                 "this model has no validated config: load a fitted checkpoint (--ckpt_path best, last or a file), "
                 "or every config diverged"
             )
+        return k
+
+    def best_classifier(self) -> LinearClassifier:
+        """The best config (by val accuracy at the last validation) as a standalone classifier."""
+        k = self._best()
         lr, reg = self.configs[k]
         info: dict[str, Any] = {"loss": self.hparams.loss, "lr": lr, "reg": reg}
         if self.results is not None and self.results.best_index == k:
@@ -237,16 +240,13 @@ class LinearClassifierModule(pl.LightningModule):
             print(self.results.table(), flush=True)
         if self.results.best is None:
             raise SweepDivergedError(
-                f"every one of the {self.num_configs} configs diverged (non-finite loss or weights); no best_model.pt "
-                f"was written. Try smaller learning rates (model.lr = {[lr for lr, _ in self.configs][:5]}...)"
+                f"every one of the {self.num_configs} configs diverged (non-finite loss or weights), so no "
+                f"best_model.pt was written; try learning rates below model.lr = {self.hparams.lr}"
             )
 
     # --- test and predict: the best config only ------------------------------------------------
     def _best_scores(self, images: Tensor) -> Tensor:
-        k = int(self.best_index)
-        if k < 0:
-            self.best_classifier()  # raises the explanation
-        return self._features(images) @ self.W[:, k, :]  # (n, C)
+        return self._features(images) @ self.W[:, self._best(), :]  # (n, C)
 
     def test_step(self, batch, batch_idx: int) -> None:
         self.test_acc.update(self._best_scores(batch.images).argmax(dim=1), batch.labels)
