@@ -41,3 +41,23 @@ def test_two_ddp_processes_equal_one_device(cifar10_dir, tmp_path):
     assert sweep_two["best"] == pytest.approx(sweep_one["best"])
     for a, b in zip(sweep_one["configs"], sweep_two["configs"]):
         assert (a["train_acc"], a["val_acc"]) == pytest.approx((b["train_acc"], b["val_acc"]), abs=1e-9)
+
+
+def test_test_and_predict_under_ddp_equal_one_device(cifar10_dir, tmp_path):
+    """Each rank scores its shard of the test split; the metric and the CSV gather them all."""
+    import re
+
+    root = tmp_path / "run"
+    grid = ["--model.lr", "[0.01, 0.1]", "--model.reg", "[0.0, 0.01]"]
+    assert run_cli("fit", *grid, *cli_args(cifar10_dir, root)).returncode == 0
+    outputs = {}
+    for name, devices in (("one", []), ("two", ["--trainer.devices", "2", "--trainer.strategy", "ddp"])):
+        test = run_cli("test", *grid, "--ckpt_path", "best", *cli_args(cifar10_dir, root, *devices), timeout=600)
+        assert test.returncode == 0, test.stderr[-3000:]
+        before = set((root / "lightning_logs").iterdir())
+        predict = run_cli("predict", *grid, "--ckpt_path", "best", *cli_args(cifar10_dir, root, *devices), timeout=600)
+        assert predict.returncode == 0, predict.stderr[-3000:]
+        (run,) = set((root / "lightning_logs").iterdir()) - before
+        outputs[name] = (re.search(r"test/acc\s*│?\s*([0-9.]+)", test.stdout).group(1), (run / "predictions.csv").read_text())
+    assert outputs["one"] == outputs["two"]
+    assert outputs["one"][1].count("\n") == 61
