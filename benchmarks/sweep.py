@@ -20,9 +20,10 @@ import time
 
 import lightning.pytorch as pl
 import torch
+import yaml
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import COURSE_LRS, COURSE_REGS, accuracy, load_data, machine, median, plain_loop, shipped_fit, write_json  # noqa: E402
+from common import COURSE_LRS, COURSE_REGS, REPO, accuracy, load_data, machine, median, plain_loop, shipped_fit, write_json  # noqa: E402
 
 def course_grid_fit(data_dir: str, root: str, steps: int) -> tuple[float, float]:
     """(c): fit the course grid with configs/softmax_sweep.yaml's settings; (seconds, best val acc)."""
@@ -53,7 +54,9 @@ def main() -> None:
     torch.set_num_threads(os.cpu_count() or 1)
 
     dm = load_data(args.data_dir)
-    lr_decay, lr_decay_every = 0.85, 100  # the shipped schedule (configs/softmax_sweep.yaml)
+    with open(os.path.join(REPO, "configs", "softmax_sweep.yaml"), encoding="utf-8") as f:
+        model = yaml.safe_load(f)["model"]
+    lr_decay, lr_decay_every = model["lr_decay"], model["lr_decay_every"]  # the shipped schedule
     K = len(COURSE_LRS) * len(COURSE_REGS)
     times = {"a": [], "b": [], "c": [], "d": []}
     for _ in range(args.repeats):
