@@ -15,11 +15,9 @@ from lightning.pytorch.callbacks import Callback
 
 from lit_linear.classifier import preprocess
 from lit_linear.data import CIFARDataModule, TrainBatches
-from lit_linear.losses import softmax_loss_vectorized, svm_loss_vectorized
+from lit_linear.module import LOSSES
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-LOSSES = {"svm": svm_loss_vectorized, "softmax": softmax_loss_vectorized}
 
 # The course's 20-config softmax grid (EECS 498 A2).
 COURSE_LRS = [1e-2, 5e-2, 1e-1, 3.5e-1]

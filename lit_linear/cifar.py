@@ -25,7 +25,6 @@ from torch import Tensor
 
 from lit_linear.errors import DataError
 
-IMAGE_SHAPE = (3, 32, 32)
 PIXELS = 3 * 32 * 32  # 3072 values per image row
 
 CIFAR10_CLASSES = (
