@@ -15,7 +15,8 @@ from lightning.pytorch.callbacks import Callback
 
 from lit_linear.classifier import preprocess
 from lit_linear.data import CIFARDataModule, TrainBatches
-from lit_linear.module import LOSSES
+from lit_linear.losses import grid_loss_factored
+from lit_linear.optim import GridSGD
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -66,20 +67,25 @@ def plain_loop(
 ) -> torch.Tensor:
     """The plain PyTorch loop: K configs side by side in ``W (D, K, C)`` (K = 1 for one config).
 
-    Same minibatches (the package's sampler), same loss function and the same update as the
-    module, but no Lightning: the reference the Lightning run is measured against.
+    Same minibatches (the package's sampler), same loss and the same update as the module on
+    one device (:func:`grid_loss_factored`, :class:`GridSGD`), but no Lightning: the reference
+    the Lightning run is measured against.
     """
     K = len(lrs) * len(regs)
-    lr = torch.tensor([a for a in lrs for _ in regs]).view(1, K, 1)
-    reg = torch.tensor([b for _ in lrs for b in regs])
     W = W0.unsqueeze(1).repeat(1, K, 1)  # (D, K, C)
+    optimizer = GridSGD([W], [a for a in lrs for _ in regs], [b for _ in lrs for b in regs], lr_decay, lr_decay_every)
+    reg = optimizer.state[W]["reg"]
     batches = TrainBatches(dm.train_images, dm.train_labels, dm.hparams.batch_size, seed)
-    loss_fn = LOSSES[loss]
+    X = None
     for t in range(steps):
         b = batches.batch(t)
-        X = preprocess(b.images, dm.pixel_mean)
-        _, dW = loss_fn(W, X, b.labels, reg, layout="DKC")
-        W.addcmul_(dW, lr, value=-(lr_decay ** (t // lr_decay_every)))
+        X = preprocess(b.images, dm.pixel_mean, out=X)
+
+        def closure(X=X, y=b.labels):
+            value, dscores = grid_loss_factored(loss, W, X, y, reg)  # (K,), (N, K*C)
+            return value, X, dscores
+
+        optimizer.step(closure)
     return W
 
 
@@ -93,7 +99,20 @@ class FitTimer(Callback):
         self.seconds = time.perf_counter() - self.start
 
 
-def shipped_fit(config: str, data_dir: str, root: str, steps: int, *extra: str):
+def to_device(dm: CIFARDataModule, device: str) -> CIFARDataModule:
+    """Move a set-up data module's splits to ``device`` (what ``setup`` does under a Trainer)."""
+    for name in ("train_images", "train_labels", "val_images", "val_labels", "train_eval_images", "train_eval_labels", "pixel_mean"):
+        setattr(dm, name, getattr(dm, name).to(device))
+    return dm
+
+
+def sync(device: str | torch.device) -> None:
+    """Wait for queued device work, so that a wall-clock time covers it (a no-op on the CPU)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def shipped_fit(config: str, data_dir: str, root: str, steps: int, *extra: str, accelerator: str = "cpu"):
     """``Trainer.fit`` with a shipped config's settings (progress bar off), data loaded before the clock.
 
     Returns ``(seconds from fit start to fit end, the fitted module)``.
@@ -106,13 +125,14 @@ def shipped_fit(config: str, data_dir: str, root: str, steps: int, *extra: str):
             "--trainer.max_steps", str(steps), "--trainer.default_root_dir", root,
             "--trainer.val_check_interval", str(min(500, steps)),
             "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
-            "--trainer.accelerator", "cpu", "--trainer.devices", "1", *extra,
+            "--trainer.accelerator", accelerator, "--trainer.devices", "1", *extra,
         ],
         run=False,
     )  # fmt: skip
     timer = FitTimer()
     cli.trainer.callbacks.append(timer)
-    cli.datamodule.setup("fit")  # load the files outside the timed region, as the plain loops do
+    cli.datamodule.setup("fit")  # read the files outside the timed region, as the plain loops do
+    to_device(cli.datamodule, cli.trainer.strategy.root_device)  # where setup under the Trainer would put them
     cli.trainer.fit(cli.model, cli.datamodule)
     return timer.seconds, cli.model
 

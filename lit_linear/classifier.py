@@ -19,13 +19,15 @@ from lit_linear.errors import DataError
 FORMAT = "lit_linear.LinearClassifier/1"
 
 
-def preprocess(images: Tensor, pixel_mean: Tensor, dtype: torch.dtype | None = None) -> Tensor:
+def preprocess(images: Tensor, pixel_mean: Tensor, dtype: torch.dtype | None = None, out: Tensor | None = None) -> Tensor:
     """Raw uint8 images -> classifier features, on the images' device.
 
     Args:
         images: ``(N, 3, 32, 32)`` or ``(N, 3072)`` uint8.
         pixel_mean: ``(3072,)`` mean of the scaled training pixels.
         dtype: feature dtype (default: ``pixel_mean``'s).
+        out: a buffer to write into and return, used when its shape, dtype and device fit
+            (a training loop reuses one instead of allocating ``(N, 3073)`` every step).
 
     Returns:
         ``X (N, 3073)``: ``images / 255 - pixel_mean``, then a column of ones.
@@ -35,7 +37,11 @@ def preprocess(images: Tensor, pixel_mean: Tensor, dtype: torch.dtype | None = N
     if rows.shape[1] != pixel_mean.shape[0]:
         raise ValueError(f"images have {rows.shape[1]} values each, expected {pixel_mean.shape[0]} (3x32x32)")
     dtype = dtype or pixel_mean.dtype
-    X = torch.empty(n, rows.shape[1] + 1, dtype=dtype, device=images.device)  # (N, D)
+    shape = (n, rows.shape[1] + 1)
+    if out is not None and out.shape == shape and out.dtype == dtype and out.device == images.device:
+        X = out
+    else:
+        X = torch.empty(shape, dtype=dtype, device=images.device)  # (N, D)
     pixels = X[:, :-1]
     pixels.copy_(rows).mul_(1.0 / 255.0).sub_(pixel_mean.to(dtype))  # computed in `dtype` throughout
     X[:, -1] = 1.0

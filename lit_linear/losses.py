@@ -1,6 +1,8 @@
 """Multiclass SVM and softmax losses with hand-derived gradients.
 
-Pure PyTorch maths: no autograd, no Lightning. Every function returns ``(loss, dW)``.
+Pure PyTorch maths: no autograd, no Lightning. The course's functions return ``(loss, dW)``;
+:func:`grid_loss_factored` is what training uses: the same loss, with the data gradient left as
+its two factors so that the SGD update can fold it into one matrix product.
 
 Shapes (D features including the bias column, C classes, N rows, K configs):
 
@@ -34,6 +36,9 @@ __all__ = [
     "svm_loss_vectorized",
     "softmax_loss_naive",
     "softmax_loss_vectorized",
+    "svm_scores_grad",
+    "softmax_scores_grad",
+    "grid_loss_factored",
 ]
 
 
@@ -143,58 +148,109 @@ def _from_dkc(dW: Tensor, layout: Layout, single: bool) -> Tensor:
     return dW.permute(1, 0, 2).contiguous() if layout == "KDC" else dW
 
 
-def _reg_columns(reg: float | Tensor, K: int, C: int, W: Tensor) -> float | Tensor:
-    """``reg`` as a Python number, or per column of the ``(D, K*C)`` grid as a ``(1, K*C)`` row.
+def per_column(values: float | Tensor, K: int, C: int, like: Tensor, name: str = "reg") -> float | Tensor:
+    """A float as is; per-config ``(K,)`` values as one factor per column of the ``(D, K*C)`` grid, ``(1, K*C)``.
 
     A contiguous row broadcasts over the rows of ``W`` with a vectorised inner loop; a
-    ``(1, K, 1)`` tensor broadcast over ``(D, K, C)`` is several times slower on the CPU.
+    ``(1, K, 1)`` tensor broadcast over ``(D, K, C)`` is several times slower on the CPU. Built by
+    ``expand``, not ``repeat_interleave``, which on CUDA waits for the device to size its output.
     """
-    if not isinstance(reg, Tensor):
-        return float(reg)
-    if reg.dim() == 0:
-        reg = reg.expand(K)
-    if reg.shape != (K,):
-        raise ValueError(f"reg must be a float or a ({K},) tensor for a grid of {K}, got {tuple(reg.shape)}")
-    return reg.to(W.dtype).repeat_interleave(C).view(1, K * C)
+    if not isinstance(values, Tensor):
+        return float(values)
+    if values.dim() == 0:
+        values = values.expand(K)
+    if values.shape != (K,):
+        raise ValueError(f"{name} must be a float or a ({K},) tensor for a grid of {K}, got {tuple(values.shape)}")
+    return values.to(like.dtype).view(K, 1).expand(K, C).reshape(1, K * C)
 
 
-def _grid_scores(W: Tensor, X: Tensor, y: Tensor, layout: Layout):
+def grid_sq_norms(W_flat: Tensor, K: int, C: int) -> Tensor:
+    """``||W_k||^2`` of every config of a ``(D, K*C)`` grid: ``(K,)``.
+
+    Column sums of ``W * W`` as a matrix-vector product, then a sum over C: twice as fast on the
+    CPU as a reduction over dim 0.
+    """
+    return torch.mv(W_flat.square().t(), W_flat.new_ones(W_flat.shape[0])).view(K, C).sum(dim=1)
+
+
+def svm_scores_grad(scores: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """Hinge loss of a grid's scores and its gradient with respect to them.
+
+    ``L_i = sum_{j != y_i} max(0, s_j - s_{y_i} + 1)``, averaged over the rows. At a margin of
+    exactly 0 the subgradient 0 is taken.
+
+    Args:
+        scores: ``(N, K, C)``; overwritten (it becomes the margins).
+        y: ``(N,)`` int64.
+
+    Returns:
+        ``(data_loss (K,), dscores (N, K, C))``.
+    """
+    N, K, _ = scores.shape
+    label_index = y.view(N, 1, 1).expand(N, K, 1)  # (N, K, 1)
+    correct = scores.gather(2, label_index)  # (N, K, 1)
+    margins = scores.sub_(correct).add_(1).clamp_min_(0)  # (N, K, C), in place: scores are done
+    margins.scatter_(2, label_index, 0)  # the true class contributes no margin
+    data_loss = margins.sum(dim=(0, 2)) / N  # (K,)
+    # dL/ds_j = 1 for every violating j, and -(number of violations) for the true class; / N.
+    dscores = margins.gt(0).to(scores.dtype).div_(N)  # (N, K, C)
+    dscores.scatter_(2, label_index, -dscores.sum(dim=2, keepdim=True))
+    return data_loss, dscores
+
+
+def softmax_scores_grad(scores: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """Softmax cross-entropy of a grid's scores and its gradient with respect to them.
+
+    Scores are shifted by each row's maximum, and the loss is taken as ``logsumexp(s) - s_y``
+    rather than ``-log(p_y)``, so scores of +-1e4 stay finite in float32.
+
+    Args:
+        scores: ``(N, K, C)``; overwritten (it becomes the gradient).
+        y: ``(N,)`` int64.
+
+    Returns:
+        ``(data_loss (K,), dscores (N, K, C))``.
+    """
+    N, K, _ = scores.shape
+    label_index = y.view(N, 1, 1).expand(N, K, 1)  # (N, K, 1)
+    # In place where a value is not needed again: each pass over (N, K, C) counts in the step.
+    scores.sub_(scores.amax(dim=2, keepdim=True))  # (N, K, C), max 0 per row
+    correct = scores.gather(2, label_index)  # (N, K, 1)
+    probs = scores.exp_()  # (N, K, C), unnormalised
+    sum_exp = probs.sum(dim=2, keepdim=True)  # (N, K, 1), >= 1
+    data_loss = (sum_exp.log() - correct).sum(dim=(0, 2)) / N  # (K,)
+    # dL/ds = (softmax(s) - onehot(y)) / N.
+    probs.div_(sum_exp.mul_(N))
+    probs.scatter_add_(2, label_index, torch.full_like(correct, -1.0 / N))
+    return data_loss, probs
+
+
+SCORES_GRAD = {"svm": svm_scores_grad, "softmax": softmax_scores_grad}
+
+
+def _grid_scores(W: Tensor, X: Tensor, y: Tensor, layout: Layout) -> tuple[Tensor, bool, Tensor]:
     """Scores of every config on the shared minibatch, as one wide matrix product."""
     Wg, single = _to_dkc(W, layout)  # (D, K, C)
     D, K, C = Wg.shape
     _check_batch(D, C, X, y)
-    N = X.shape[0]
     # A free view in DKC layout; in KDC layout the one copy that layout costs.
     W_flat = Wg.reshape(D, K * C)  # (D, K*C)
-    scores = (X @ W_flat).view(N, K, C)  # (N, K, C)
-    label_index = y.view(N, 1, 1).expand(N, K, 1)  # (N, K, 1)
-    return W_flat, (K, C), single, scores, label_index
+    return W_flat, single, (X @ W_flat).view(X.shape[0], K, C)  # (N, K, C)
 
 
-def _finish(
-    W_flat: Tensor,
-    KC: tuple[int, int],
-    X: Tensor,
-    data_loss: Tensor,
-    dscores: Tensor,
-    reg: float | Tensor,
-    layout: Layout,
-    single: bool,
-) -> tuple[Tensor, Tensor]:
-    """Add the regulariser and turn ``dL/dscores (N, K, C)`` into ``dL/dW`` by one product."""
-    (K, C), (D, N) = KC, (W_flat.shape[0], X.shape[0])
-    reg = _reg_columns(reg, K, C, W_flat)
+def _vectorized(name: str, W: Tensor, X: Tensor, y: Tensor, reg: float | Tensor, layout: Layout) -> tuple[Tensor, Tensor]:
+    W_flat, single, scores = _grid_scores(W, X, y, layout)
+    N, K, C = scores.shape
+    data_loss, dscores = SCORES_GRAD[name](scores, y)
+    reg_row = per_column(reg, K, C, W_flat)
     dW = X.t() @ dscores.view(N, K * C)  # (D, K*C)
-    # ||W_k||^2 per config: column sums of W*W as a matrix-vector product, then a sum over C
-    # (twice as fast on the CPU as a reduction over dim 0).
-    sq_norm = torch.mv(W_flat.square().t(), W_flat.new_ones(D)).view(K, C).sum(dim=1)  # (K,)
-    if isinstance(reg, Tensor):
-        loss = data_loss + reg.view(K, C)[:, 0] * sq_norm
-        dW.addcmul_(W_flat, reg, value=2.0)
+    if isinstance(reg_row, Tensor):
+        loss = data_loss + reg_row.view(K, C)[:, 0] * grid_sq_norms(W_flat, K, C)
+        dW.addcmul_(W_flat, reg_row, value=2.0)
     else:
-        loss = data_loss + reg * sq_norm
-        dW.add_(W_flat, alpha=2.0 * reg)
-    dW = _from_dkc(dW.view(D, K, C), layout, single)
+        loss = data_loss + reg_row * grid_sq_norms(W_flat, K, C)
+        dW.add_(W_flat, alpha=2.0 * reg_row)
+    dW = _from_dkc(dW.view(W_flat.shape[0], K, C), layout, single)
     return (loss.squeeze(0) if single else loss), dW
 
 
@@ -216,16 +272,7 @@ def svm_loss_vectorized(
     Returns:
         ``(loss, dW)``: ``loss`` 0-dim (single) or ``(K,)`` (grid); ``dW`` shaped like ``W``.
     """
-    W_flat, KC, single, scores, label_index = _grid_scores(W, X, y, layout)
-    N = X.shape[0]
-    correct = scores.gather(2, label_index)  # (N, K, 1)
-    margins = scores.sub_(correct).add_(1).clamp_min_(0)  # (N, K, C), in place: scores are done
-    margins.scatter_(2, label_index, 0)  # the true class contributes no margin
-    data_loss = margins.sum(dim=(0, 2)) / N  # (K,)
-    # dL/ds_j = 1 for every violating j, and -(number of violations) for the true class; / N.
-    dscores = margins.gt(0).to(scores.dtype).div_(N)  # (N, K, C)
-    dscores.scatter_(2, label_index, -dscores.sum(dim=2, keepdim=True))
-    return _finish(W_flat, KC, X, data_loss, dscores, reg, layout, single)
+    return _vectorized("svm", W, X, y, reg, layout)
 
 
 def softmax_loss_vectorized(
@@ -246,15 +293,28 @@ def softmax_loss_vectorized(
     Returns:
         ``(loss, dW)``: ``loss`` 0-dim (single) or ``(K,)`` (grid); ``dW`` shaped like ``W``.
     """
-    W_flat, KC, single, scores, label_index = _grid_scores(W, X, y, layout)
-    N = X.shape[0]
-    # In place where a value is not needed again: each pass over (N, K, C) counts in the step.
-    scores.sub_(scores.amax(dim=2, keepdim=True))  # (N, K, C), max 0 per row
-    correct = scores.gather(2, label_index)  # (N, K, 1)
-    probs = scores.exp_()  # (N, K, C), unnormalised
-    sum_exp = probs.sum(dim=2, keepdim=True)  # (N, K, 1), >= 1
-    data_loss = (sum_exp.log() - correct).sum(dim=(0, 2)) / N  # (K,)
-    # dL/ds = (softmax(s) - onehot(y)) / N.
-    probs.div_(sum_exp.mul_(N))
-    probs.scatter_add_(2, label_index, torch.full_like(correct, -1.0 / N))
-    return _finish(W_flat, KC, X, data_loss, probs, reg, layout, single)
+    return _vectorized("softmax", W, X, y, reg, layout)
+
+
+def grid_loss_factored(loss: str, W: Tensor, X: Tensor, y: Tensor, reg: Tensor) -> tuple[Tensor, Tensor]:
+    """The loss of a ``(D, K, C)`` grid and its data gradient as a factor: ``dW = X.T @ dscores + 2 reg W``.
+
+    What training uses: the product ``X.T @ dscores`` is left to the update, which adds it into
+    ``W`` in place (:class:`lit_linear.optim.GridSGD`) instead of forming ``dW`` and then
+    reading it again; so is the regulariser's ``2 reg W``, a per-column scaling of ``W``.
+
+    Args:
+        loss: ``"svm"`` or ``"softmax"``.
+        W: ``(D, K, C)``.
+        X: ``(N, D)``.
+        y: ``(N,)`` int64.
+        reg: ``(K,)``.
+
+    Returns:
+        ``(loss (K,), dscores (N, K*C))``: the full loss (data term plus ``reg * ||W_k||^2``) and
+        the gradient of the data term with respect to the scores.
+    """
+    W_flat, _, scores = _grid_scores(W, X, y, "DKC")
+    N, K, C = scores.shape
+    data_loss, dscores = SCORES_GRAD[loss](scores, y)
+    return data_loss + reg.to(W.dtype) * grid_sq_norms(W_flat, K, C), dscores.view(N, K * C)

@@ -7,15 +7,27 @@ from typing import Callable, Iterable, Sequence
 import torch
 from torch import Tensor
 
+Closure = Callable[[], "Tensor | tuple[Tensor, Tensor, Tensor]"]
+
 
 class GridSGD(torch.optim.Optimizer):
-    """Plain SGD, ``W_k <- W_k - lr_k(t) * dW_k``, for a grid ``W (D, K, C)`` of K configs.
+    """Plain SGD on a grid ``W (D, K, C)`` of K configs: ``W_k <- W_k - lr_k(t) * (G_k + 2 reg_k W_k)``.
 
-    ``dW`` is computed by hand and placed in ``W.grad``; nothing here calls backward. ``step``
-    takes a closure that does that and returns the per-config loss ``(K,)``. A config whose
-    loss is not finite is frozen from then on: its learning rate is 0. Its weights are no longer
-    meaningful (0 * inf is NaN, and zeroing non-finite gradients would cost a pass over ``W``
-    every step); the other configs are untouched, since every operation acts per column.
+    ``G`` is the gradient of the data term, computed by hand; nothing here calls backward.
+    ``step`` takes a closure that computes it and returns the per-config loss ``(K,)``, in one of
+    two forms:
+
+    - ``loss``, with ``G`` placed in ``W.grad`` (``(D, K, C)``; under DDP, already averaged);
+    - ``(loss, X, dscores)``, with ``G = X.T @ dscores`` (``X (N, D)``, ``dscores (N, K*C)``)
+      left unformed: the update scales ``W`` by ``1 - 2 lr reg`` per column and adds
+      ``-lr * X.T @ dscores`` into it in one matrix product (``addmm_``), which saves forming
+      ``G`` and reading it again: two passes over ``W`` per step.
+
+    With ``reg`` left at 0, ``W.grad`` may hold the whole gradient, regulariser included.
+
+    A config whose loss is not finite is frozen from then on: its learning rate is 0. Its weights
+    are no longer meaningful (0 * inf is NaN, and zeroing non-finite gradients would cost a pass
+    over ``W`` every step); the other configs are untouched, since every operation acts per column.
 
     The learning rate decays in steps, ``lr_k(t) = lr_k * lr_decay ** (t // lr_decay_every)``:
     a function of the step count alone (kept in the optimizer state), not of the run length.
@@ -23,6 +35,7 @@ class GridSGD(torch.optim.Optimizer):
     Args:
         params: the grid tensor(s), each ``(D, K, C)``: config k is ``W[:, k, :]``.
         lr: the K base learning rates.
+        reg: the K L2 strengths (the loss adds ``reg_k * ||W_k||^2``); ``None``: all 0.
         lr_decay: factor applied every ``lr_decay_every`` steps (1.0: constant).
         lr_decay_every: steps between decays.
     """
@@ -31,41 +44,60 @@ class GridSGD(torch.optim.Optimizer):
         self,
         params: Iterable[Tensor],
         lr: Sequence[float],
+        reg: Sequence[float] | None = None,
         lr_decay: float = 1.0,
         lr_decay_every: int = 1,
     ) -> None:
-        defaults = {"lr": [float(v) for v in lr], "lr_decay": lr_decay, "lr_decay_every": lr_decay_every}
+        lr = [float(v) for v in lr]
+        reg = [0.0] * len(lr) if reg is None else [float(v) for v in reg]
+        if len(reg) != len(lr):
+            raise ValueError(f"reg has {len(reg)} values for {len(lr)} learning rates")
+        defaults = {"lr": lr, "reg": reg, "lr_decay": lr_decay, "lr_decay_every": lr_decay_every}
         super().__init__(params, defaults)
+        for group in self.param_groups:
+            for p in group["params"]:
+                self._state(p, group)
 
-    def _state(self, p: Tensor, base_lr: Sequence[float]) -> dict:
+    def _state(self, p: Tensor, group: dict) -> dict:
         state = self.state[p]
         if not state:
+            # Made on the parameter's device when the optimizer is built, so that no step copies
+            # host -> device (on CUDA, a copy from pageable memory waits for the device).
             state["step"] = 0
-            # Device copies made once, so that a step never copies host -> device (a CUDA sync).
-            state["lr"] = torch.tensor(base_lr, dtype=p.dtype, device=p.device)
+            state["lr"] = torch.tensor(group["lr"], dtype=p.dtype, device=p.device)
+            state["reg"] = torch.tensor(group["reg"], dtype=p.dtype, device=p.device)
             # 1 = still training, 0 = frozen. Floats, because Optimizer.load_state_dict casts
             # every state tensor to the parameter's dtype.
-            state["live"] = torch.ones(len(base_lr), dtype=p.dtype, device=p.device)
+            state["live"] = torch.ones(len(group["lr"]), dtype=p.dtype, device=p.device)
         return state
 
     @torch.no_grad()
-    def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
-        """Update every live config once. ``closure`` sets ``W.grad`` and returns the loss ``(K,)``."""
-        loss = closure() if closure is not None else None
+    def step(self, closure: Closure | None = None) -> Tensor | None:
+        """Update every live config once; returns the loss ``(K,)`` the closure gave (or None)."""
+        out = closure() if closure is not None else None
+        loss, factors = (out[0], out[1:]) if isinstance(out, tuple) else (out, None)
         for group in self.param_groups:
             for p in group["params"]:
-                if p.grad is None:
+                if p.grad is None and factors is None:
                     continue
-                state = self._state(p, group["lr"])
+                state = self._state(p, group)
                 live = state["live"]
                 if loss is not None:
                     live.mul_(torch.isfinite(loss))
                 decay = group["lr_decay"] ** (state["step"] // group["lr_decay_every"])
                 D, K, C = p.shape
+                W = p.view(D, K * C)
                 # One factor per column of the (D, K*C) matrix: a contiguous row broadcasts over
-                # the rows with a vectorised loop, unlike a (1, K, 1) tensor.
-                step_lr = torch.mul(state["lr"], live).repeat_interleave(C).view(1, K * C)
-                p.view(D, K * C).addcmul_(p.grad.view(D, K * C), step_lr, value=-decay)
+                # the rows with a vectorised loop, unlike a (1, K, 1) tensor. expand, not
+                # repeat_interleave, which on CUDA waits for the device.
+                lr = torch.mul(state["lr"], live).mul_(decay)  # (K,)
+                step_lr = lr.view(K, 1).expand(K, C).reshape(1, K * C)
+                shrink = torch.mul(lr, state["reg"]).mul_(-2.0).add_(1.0).view(K, 1).expand(K, C).reshape(1, K * C)
+                if factors is not None:
+                    X, dscores = factors
+                    W.mul_(shrink).addmm_(X.t(), dscores.mul(step_lr), alpha=-1.0)
+                else:
+                    W.mul_(shrink).addcmul_(p.grad.view(D, K * C), step_lr, value=-1.0)
                 state["step"] += 1
         return loss
 
@@ -73,6 +105,6 @@ class GridSGD(torch.optim.Optimizer):
         """``(K,)`` bool: configs frozen because their loss turned non-finite (None before any step)."""
         for group in self.param_groups:
             for p in group["params"]:
-                if "live" in self.state[p]:
+                if self.state[p].get("step", 0) > 0:
                     return self.state[p]["live"] == 0
         return None
