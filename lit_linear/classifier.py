@@ -43,7 +43,8 @@ def preprocess(images: Tensor, pixel_mean: Tensor, dtype: torch.dtype | None = N
     else:
         X = torch.empty(shape, dtype=dtype, device=images.device)  # (N, D)
     pixels = X[:, :-1]
-    pixels.copy_(rows).mul_(1.0 / 255.0).sub_(pixel_mean.to(dtype))  # computed in `dtype` throughout
+    # -mean + pixels / 255 as one pass after the uint8 -> dtype copy, computed in `dtype` throughout.
+    torch.add(pixel_mean.to(dtype).neg(), pixels.copy_(rows), alpha=1.0 / 255.0, out=pixels)
     X[:, -1] = 1.0
     return X
 

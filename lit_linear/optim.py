@@ -7,6 +7,8 @@ from typing import Callable, Iterable, Sequence
 import torch
 from torch import Tensor
 
+from lit_linear.losses import NARROW_GRID
+
 Closure = Callable[[], "Tensor | tuple[Tensor, Tensor, Tensor]"]
 
 
@@ -95,7 +97,10 @@ class GridSGD(torch.optim.Optimizer):
                 shrink = torch.mul(lr, state["reg"]).mul_(-2.0).add_(1.0).view(K, 1).expand(K, C).reshape(1, K * C)
                 if factors is not None:
                     X, dscores = factors
-                    W.mul_(shrink).addmm_(X.t(), dscores.mul(step_lr), alpha=-1.0)
+                    if K * C <= NARROW_GRID:  # faster as (K*C, N) @ (N, D) for a narrow grid (see losses)
+                        W.mul_(shrink).add_((dscores.mul(step_lr).t() @ X).t(), alpha=-1.0)
+                    else:
+                        W.mul_(shrink).addmm_(X.t(), dscores.mul(step_lr), alpha=-1.0)
                 else:
                     W.mul_(shrink).addcmul_(p.grad.view(D, K * C), step_lr, value=-1.0)
                 state["step"] += 1
