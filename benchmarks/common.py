@@ -46,7 +46,7 @@ def accuracy(W: torch.Tensor, images: torch.Tensor, labels: torch.Tensor, pixel_
     """Accuracy ``(K,)`` of a grid ``W (D, K, C)`` on a split, in chunks (as the module does)."""
     D, K, C = W.shape
     W = W.reshape(D, K * C)
-    correct = torch.zeros(K, dtype=torch.long)
+    correct = torch.zeros(K, dtype=torch.long, device=W.device)
     for lo in range(0, len(labels), chunk):
         X = preprocess(images[lo : lo + chunk], pixel_mean)
         preds = (X @ W).view(-1, K, C).argmax(dim=2)

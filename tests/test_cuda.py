@@ -67,25 +67,29 @@ def test_test_and_predict_on_gpu_equal_the_cpu(cifar10_dir, tmp_path):
 class SyncGuard(Callback):
     """Turns any host-device synchronisation inside a training batch into an error."""
 
+    steps = 0
+
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        assert batch.images.is_cuda, "the minibatch must already be on the GPU"
+        assert batch.images.is_cuda and pl_module.W.is_cuda, "the minibatch and W must already be on the GPU"
         torch.cuda.set_sync_debug_mode("error")
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         torch.cuda.set_sync_debug_mode("default")
+        self.steps += 1
 
 
 def test_training_step_never_syncs_with_the_host(cifar10_dir, tmp_path):
     pl.seed_everything(0)
+    guard = SyncGuard()
     model = LinearClassifierModule(loss="softmax", lr=[0.01, 0.1], reg=[0.0, 0.01], lr_decay=0.9, lr_decay_every=5)
     trainer = pl.Trainer(
         accelerator="gpu", devices=1, max_steps=30, val_check_interval=10, check_val_every_n_epoch=None,
         num_sanity_val_steps=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, default_root_dir=str(tmp_path), callbacks=[SyncGuard()],
+        enable_model_summary=False, default_root_dir=str(tmp_path), callbacks=[guard],
     )  # fmt: skip
     try:
         trainer.fit(model, CIFARDataModule(data_dir=str(cifar10_dir), download=False, batch_size=20))
     finally:
         torch.cuda.set_sync_debug_mode("default")
-    assert trainer.global_step == 30
-    assert model.W.is_cuda and model.results.best is not None
+    assert trainer.global_step == 30 and guard.steps == 30
+    assert model.results.best is not None

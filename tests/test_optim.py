@@ -75,3 +75,32 @@ def test_state_round_trips_through_state_dict():
         o.step(lambda: torch.zeros(2, dtype=torch.float64))
     assert torch.equal(W.detach(), W2.detach())
     assert opt2.diverged().tolist() == [False, True]
+
+
+@pytest.mark.parametrize("K", [1, 8], ids=["narrow grid", "wide grid"])
+def test_factored_gradient_and_reg_give_the_textbook_update(K):
+    """(loss, X, dscores) from the closure: W <- W - lr * (X.T @ dscores + 2 reg W), the product never formed."""
+    g = torch.Generator().manual_seed(1)
+    D, C, N = 30, 10, 7  # K*C = 10 takes the swapped-operand path, 80 the addmm_ path
+    lrs, regs = torch.linspace(0.1, 0.9, K, dtype=torch.float64), torch.linspace(0.0, 0.3, K, dtype=torch.float64)
+    W = torch.nn.Parameter(torch.randn(D, K, C, generator=g, dtype=torch.float64))
+    X = torch.randn(N, D, generator=g, dtype=torch.float64)
+    dscores = torch.randn(N, K * C, generator=g, dtype=torch.float64)
+    before = W.detach().clone()
+    opt = GridSGD([W], lr=lrs.tolist(), reg=regs.tolist())
+    loss = torch.ones(K, dtype=torch.float64)
+    assert opt.step(lambda: (loss, X, dscores)) is loss
+    grad = (X.t() @ dscores).view(D, K, C) + 2 * regs.view(1, K, 1) * before
+    expected = before - lrs.view(1, K, 1) * grad
+    assert torch.allclose(W.detach(), expected, rtol=1e-12, atol=1e-14)
+    # The same update from a dense data gradient in W.grad.
+    W2 = torch.nn.Parameter(before.clone())
+    W2.grad = (X.t() @ dscores).view(D, K, C)
+    GridSGD([W2], lr=lrs.tolist(), reg=regs.tolist()).step(lambda: loss)
+    assert torch.allclose(W2.detach(), expected, rtol=1e-12, atol=1e-14)
+
+
+def test_reg_needs_one_value_per_learning_rate():
+    W = torch.nn.Parameter(torch.zeros(3, 2, 2))
+    with pytest.raises(ValueError, match="reg has 1 values for 2 learning rates"):
+        GridSGD([W], lr=[0.1, 0.2], reg=[0.1])
