@@ -10,7 +10,7 @@ import time
 from typing import Callable
 
 import torch
-
+import yaml
 from lightning.pytorch.callbacks import Callback
 
 from lit_linear.classifier import preprocess
@@ -119,11 +119,14 @@ def shipped_fit(config: str, data_dir: str, root: str, steps: int, *extra: str, 
     """
     from lit_linear.cli import LinearCLI
 
+    with open(os.path.join(REPO, "configs", config), encoding="utf-8") as f:
+        steps_per_batch = yaml.safe_load(f)["data"].get("steps_per_batch", 1)
+    interval = min(500, steps) // steps_per_batch  # validate every 500 steps, in batches
     cli = LinearCLI(
         args=[
             "--config", os.path.join(REPO, "configs", config), "--data.data_dir", data_dir, "--data.download", "false",
             "--trainer.max_steps", str(steps), "--trainer.default_root_dir", root,
-            "--trainer.val_check_interval", str(min(500, steps)),
+            "--trainer.val_check_interval", str(interval),
             "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
             "--trainer.accelerator", accelerator, "--trainer.devices", "1", *extra,
         ],

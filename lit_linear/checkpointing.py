@@ -18,6 +18,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info
 
+from lit_linear.data import steps_per_batch
 from lit_linear.errors import ConfigError
 
 
@@ -47,7 +48,7 @@ class LastCheckpoint(ModelCheckpoint):
     A fit resumed from it (``--ckpt_path last``) continues exactly: weights, optimizer step and
     frozen configs, the loss accumulators, and the minibatch sampler's state are all in it.
 
-    Ctrl-C in a single-process fit stops gracefully: the current step finishes, the configs are
+    Ctrl-C in a single-process fit stops gracefully: the current batch of steps finishes, the configs are
     validated, ``last.ckpt``, ``sweep.json`` and ``best_model.pt`` are written, and
     :attr:`interrupted` is set (the CLI then exits with status 130). A second Ctrl-C aborts at once.
     Under DDP, Lightning's own handling applies: the processes stop and ``last.ckpt`` is saved
@@ -76,10 +77,27 @@ class LastCheckpoint(ModelCheckpoint):
         if trainer.state.fn == "fit" and not trainer.sanity_checking and self._last_global_step_saved != trainer.global_step:
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
+    def check_steps_per_batch(self, steps_per_batch: int) -> None:
+        """Saves happen between Lightning batches, so N must be a multiple of the steps in one."""
+        if self._every_n_train_steps % steps_per_batch:
+            raise ConfigError(
+                f"last_checkpoint.every_n_train_steps ({self._every_n_train_steps}) must be a multiple of "
+                f"data.steps_per_batch ({steps_per_batch}): checkpoints are taken between batches"
+            )
+
+    def setup(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        if stage == "fit":
+            self.check_steps_per_batch(steps_per_batch(trainer))
+
     @staticmethod
     def _validates_now(trainer: "pl.Trainer") -> bool:
-        interval = trainer.val_check_batch
-        return trainer.enable_validation and isinstance(interval, int) and trainer.global_step % interval == 0
+        interval = trainer.val_check_batch  # in batches of data.steps_per_batch steps
+        return (
+            trainer.enable_validation
+            and isinstance(interval, int)
+            and trainer.global_step % (interval * steps_per_batch(trainer)) == 0
+        )
 
     # The state after step t is W_t with global_step t, exactly what a resume needs (ModelCheckpoint's
     # manual-optimization path would warn about pre-update copies instead). When a validation follows
@@ -124,7 +142,7 @@ class LastCheckpoint(ModelCheckpoint):
             raise KeyboardInterrupt
         self.interrupted = True
         trainer.should_stop = True
-        rank_zero_info("\nCtrl-C: stopping after this step, then validating and saving (Ctrl-C again to abort)")
+        rank_zero_info("\nCtrl-C: stopping after this batch, then validating and saving (Ctrl-C again to abort)")
 
     def _restore_sigint(self) -> None:
         if self._previous_sigint is not None:

@@ -80,7 +80,11 @@ class LinearCLI(LightningCLI):
             config["ckpt_path"] = found
 
     def before_fit(self) -> None:
-        check_fit_settings(self.trainer.max_steps, self.trainer.val_check_interval)
+        m = self.datamodule.hparams.steps_per_batch
+        check_fit_settings(self.trainer.max_steps, self.trainer.val_check_interval, m)
+        for callback in self.trainer.callbacks:
+            if isinstance(callback, LastCheckpoint):
+                callback.check_steps_per_batch(m)
         self._prepare_checkpoint()
 
     def before_validate(self) -> None:

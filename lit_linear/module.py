@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from lit_linear.classifier import LinearClassifier, preprocess
+from lit_linear.data import steps_per_batch
 from lit_linear.errors import ConfigError, LitLinearError, SweepDivergedError
 from lit_linear.losses import grid_loss_factored, softmax_loss_vectorized, svm_loss_vectorized
 from lit_linear.metrics import GridAccuracy
@@ -34,7 +35,7 @@ from lit_linear.sweep import ConfigResult, SweepResult, as_value_list, grid
 LOSSES = {"svm": svm_loss_vectorized, "softmax": softmax_loss_vectorized}
 
 
-def check_fit_settings(max_steps: int | None, val_check_interval: Any) -> None:
+def check_fit_settings(max_steps: int | None, val_check_interval: Any, steps_per_batch: int = 1) -> None:
     """Refuse trainer settings under which a sweep cannot end with validated weights."""
     if max_steps is None or max_steps <= 0:
         raise ConfigError(
@@ -42,13 +43,15 @@ def check_fit_settings(max_steps: int | None, val_check_interval: Any) -> None:
         )
     if not isinstance(val_check_interval, int) or isinstance(val_check_interval, bool) or val_check_interval <= 0:
         raise ConfigError(
-            f"trainer.val_check_interval must be a positive number of steps (got {val_check_interval!r}): the training "
+            f"trainer.val_check_interval must be a positive number of batches (got {val_check_interval!r}): the training "
             "stream has no epochs; e.g. --trainer.val_check_interval 500 --trainer.check_val_every_n_epoch null"
         )
-    if max_steps % val_check_interval:
+    every = val_check_interval * steps_per_batch
+    if max_steps % every:
+        detail = f" x data.steps_per_batch ({steps_per_batch}) = {every} steps" if steps_per_batch > 1 else ""
         raise ConfigError(
-            f"trainer.max_steps ({max_steps}) must be a multiple of trainer.val_check_interval ({val_check_interval}) "
-            "so that the final weights are validated"
+            f"trainer.max_steps ({max_steps}) must be a multiple of trainer.val_check_interval ({val_check_interval})"
+            f"{detail} so that the final weights are validated"
         )
 
 
@@ -122,7 +125,7 @@ class LinearClassifierModule(pl.LightningModule):
     def setup(self, stage: str) -> None:
         datamodule = self.trainer.datamodule
         if stage == "fit":
-            check_fit_settings(self.trainer.max_steps, self.trainer.val_check_interval)
+            check_fit_settings(self.trainer.max_steps, self.trainer.val_check_interval, steps_per_batch(self.trainer))
             # The mean of this run's training split; test and predict keep the checkpoint's.
             if getattr(datamodule, "pixel_mean", None) is not None:
                 self.pixel_mean.copy_(datamodule.pixel_mean)
@@ -150,12 +153,25 @@ class LinearClassifierModule(pl.LightningModule):
         return preprocess(images, self.pixel_mean, self.W.dtype)  # (N, D)
 
     def training_step(self, batch, batch_idx: int) -> None:
-        # One (N, D) feature buffer, reused: a fresh 2.4 MB tensor per step costs page faults.
-        X = self._x_buffer = preprocess(batch.images, self.pixel_mean, self.W.dtype, out=getattr(self, "_x_buffer", None))
+        """One SGD step per minibatch: ``(n, 3072)`` images, or ``(m, n, 3072)`` with ``data.steps_per_batch`` m."""
+        images, labels = batch.images, batch.labels
+        if images.dim() == 2:
+            images, labels = images.unsqueeze(0), labels.unsqueeze(0)  # (1, n, 3072), (1, n)
+        optimizer = self.optimizers()
+        for step_images, step_labels in zip(images, labels):
+            # One (n, D) feature buffer, reused: a fresh 2.4 MB tensor per step costs page faults.
+            X = self._x_buffer = preprocess(step_images, self.pixel_mean, self.W.dtype, out=getattr(self, "_x_buffer", None))
+            loss = optimizer.step(closure=self._closure(X, step_labels))  # (K,)
+            # Accumulated on the device and read at validation: per-step logging would sync every step.
+            self.loss_sum.add_(loss)
+        self.loss_steps.add_(images.shape[0])
+
+    def _closure(self, X: Tensor, y: Tensor):
+        """What GridSGD calls: the loss ``(K,)`` and the data gradient of the minibatch ``X (n, D)``, ``y (n,)``."""
         strategy = self.trainer.strategy
 
         def closure():
-            loss, dscores = grid_loss_factored(self.hparams.loss, self.W, X, batch.labels, self.reg)  # (K,), (N, K*C)
+            loss, dscores = grid_loss_factored(self.hparams.loss, self.W, X, y, self.reg)  # (K,), (n, K*C)
             if strategy.world_size == 1:
                 return loss, X, dscores  # GridSGD adds X.T @ dscores into W in one product
             # DDP only averages gradients that autograd produced; this one is formed and averaged by
@@ -164,10 +180,7 @@ class LinearClassifierModule(pl.LightningModule):
             self.W.grad = strategy.reduce((X.t() @ dscores).view(D, K, C), reduce_op="mean")
             return strategy.reduce(loss, reduce_op="mean")
 
-        loss = self.optimizers().step(closure=closure)  # (K,)
-        # Accumulated on the device and read at validation: per-step logging would sync every step.
-        self.loss_sum.add_(loss)
-        self.loss_steps.add_(1)
+        return closure
 
     # --- validation: train and val accuracy of every config ------------------------------------
     def _grid_scores(self, images: Tensor) -> Tensor:

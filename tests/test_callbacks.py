@@ -44,6 +44,7 @@ pytestmark = pytest.mark.slow
 LRS, REGS = [0.05, 0.2, 1e6], [1e-4, 1e-3]
 CONFIGS = [(lr, reg) for lr in LRS for reg in REGS]  # lr-major, as the module orders them
 STEPS, INTERVAL, BATCH = 40, 20, 20
+SHIPPED_STEPS_PER_BATCH = 10  # configs/*.yaml: data.steps_per_batch; val_check_interval counts batches
 SCALE = 3  # SweepTensorBoard's default template_scale
 HPARAM_KEYS = {"lr", "reg", "loss", "batch_size", "max_steps", "lr_decay", "lr_decay_every", "weight_scale", "dataset"}
 ALL = {"images": 0, "scalars": 0, "tensors": 0}  # keep every event
@@ -53,7 +54,8 @@ def _fit(data_dir: Path, root: Path, *extra: str, lrs=LRS, regs=REGS):
     # The schedule is pinned so that the hparams checked below do not follow the shipped config's tuning.
     grid = ["--model.lr", json.dumps(lrs), "--model.reg", json.dumps(regs), "--model.lr_decay", "0.85", "--model.lr_decay_every", "100"]
     extra = (*grid, *extra)
-    args = ["fit", "--config", "configs/softmax_sweep.yaml", *cli_args(data_dir, root, *extra, steps=STEPS, interval=INTERVAL)]
+    interval = INTERVAL // SHIPPED_STEPS_PER_BATCH
+    args = ["fit", "--config", "configs/softmax_sweep.yaml", *cli_args(data_dir, root, *extra, steps=STEPS, interval=interval)]
     proc = run_cli(*args)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return proc

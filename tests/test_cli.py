@@ -26,7 +26,7 @@ def fitted(cifar10_dir, tmp_path_factory):
     result = run_cli(
         "fit", "--config", str(REPO / "configs" / "softmax.yaml"),
         "--model.lr", "[0.01, 0.1]", "--model.reg", "[0.0, 0.001]",
-        *cli_args(cifar10_dir, root),
+        *cli_args(cifar10_dir, root, interval=2),  # softmax.yaml: 10 steps a batch, so every 20 steps
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     return root, result

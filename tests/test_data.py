@@ -432,3 +432,21 @@ def test_train_accuracy_is_measured_on_a_fixed_sample_of_training_rows(tmp_path)
     assert torch.equal(everything.train_eval_images, everything.train_images)
     with pytest.raises(ConfigError, match="data.train_eval_size"):
         CIFARDataModule(train_eval_size=0)
+
+
+def test_steps_per_batch_stacks_the_same_minibatches_in_one_gather(split):
+    single = TrainBatches(*split, batch_size=10, seed=4)
+    blocks = TrainBatches(*split, batch_size=10, seed=4, steps_per_batch=3, first_step=6)
+    it = iter(blocks)
+    for first in (6, 9):
+        block = next(it)
+        assert block.images.shape == (3, 10, 3072) and block.labels.shape == (3, 10)
+        for j in range(3):
+            step = single.batch(first + j)
+            assert torch.equal(block.images[j], step.images) and torch.equal(block.labels[j], step.labels)
+            assert torch.equal(block.index[j], step.index)
+
+
+def test_resuming_between_the_steps_of_a_batch_is_refused(split):
+    with pytest.raises(ConfigError, match="data.steps_per_batch"):
+        TrainBatches(*split, batch_size=10, seed=0, steps_per_batch=4, first_step=6)

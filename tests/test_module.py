@@ -12,10 +12,10 @@ from lit_linear import CIFARDataModule, LinearClassifier, LinearClassifierModule
 from lit_linear.classifier import preprocess
 
 
-def fit(data_dir, root, lr, reg, *, loss="softmax", steps=40, interval=20, precision="64-true", **model_kwargs):
+def fit(data_dir, root, lr, reg, *, loss="softmax", steps=40, interval=20, precision="64-true", steps_per_batch=1, **model_kwargs):
     """Fit on the tiny data set (batch 20) with logging off: artifacts land in ``root``."""
     pl.seed_everything(0)
-    datamodule = CIFARDataModule(data_dir=str(data_dir), download=False, batch_size=20)
+    datamodule = CIFARDataModule(data_dir=str(data_dir), download=False, batch_size=20, steps_per_batch=steps_per_batch)
     model = LinearClassifierModule(loss=loss, lr=lr, reg=reg, **model_kwargs)
     trainer = pl.Trainer(
         accelerator="cpu",
@@ -45,6 +45,18 @@ def test_config_trained_in_a_grid_equals_it_trained_alone(cifar10_dir, tmp_path,
         assert torch.allclose(grid_model.W[:, k, :], alone.W[:, 0, :], rtol=1e-10, atol=1e-13), (lr, reg)
     # ... and the configs really differ from each other.
     assert not torch.allclose(grid_model.W[:, 0, :], grid_model.W[:, 3, :])
+
+
+def test_several_steps_per_batch_give_the_same_result(cifar10_dir, tmp_path):
+    """data.steps_per_batch only changes how many SGD steps Lightning sees as one batch."""
+    kwargs = dict(lr_decay=0.9, lr_decay_every=7, precision="32-true")
+    one, one_trainer, _ = fit(cifar10_dir, tmp_path / "one", [1e-3, 3e-2], [0.0, 1e-2], steps=40, interval=20, **kwargs)
+    five, five_trainer, _ = fit(cifar10_dir, tmp_path / "five", [1e-3, 3e-2], [0.0, 1e-2], steps=40, interval=4,
+                                steps_per_batch=5, **kwargs)  # fmt: skip
+    assert five_trainer.global_step == one_trainer.global_step == 40
+    assert five_trainer.fit_loop.epoch_loop.batch_progress.total.completed == 8
+    assert torch.equal(five.W, one.W)
+    assert five.results == one.results  # validated at the same steps, with the same loss averages
 
 
 def test_training_never_calls_backward_and_counts_sgd_steps(cifar10_dir, tmp_path, monkeypatch):

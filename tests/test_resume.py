@@ -24,12 +24,15 @@ def outputs(run):
     return ckpt, json.loads((run / "sweep.json").read_text()), LinearClassifier.load(run / "best_model.pt")
 
 
-def test_resume_from_last_checkpoint_is_exact(cifar10_dir, tmp_path):
-    straight = run_cli("fit", *GRID, *cli_args(cifar10_dir, tmp_path / "straight", steps=80))
+@pytest.mark.parametrize(
+    "blocks", [[], ["--data.steps_per_batch", "4", "--trainer.val_check_interval", "5"]], ids=["1 step a batch", "4 steps a batch"]
+)
+def test_resume_from_last_checkpoint_is_exact(cifar10_dir, tmp_path, blocks):
+    straight = run_cli("fit", *GRID, *cli_args(cifar10_dir, tmp_path / "straight", *blocks, steps=80))
     assert straight.returncode == 0, straight.stderr[-3000:]
-    first = run_cli("fit", *GRID, *cli_args(cifar10_dir, tmp_path / "resumed", steps=40))
+    first = run_cli("fit", *GRID, *cli_args(cifar10_dir, tmp_path / "resumed", *blocks, steps=40))
     assert first.returncode == 0, first.stderr[-3000:]
-    second = run_cli("fit", *GRID, "--ckpt_path", "last", *cli_args(cifar10_dir, tmp_path / "resumed", steps=80))
+    second = run_cli("fit", *GRID, "--ckpt_path", "last", *cli_args(cifar10_dir, tmp_path / "resumed", *blocks, steps=80))
     assert second.returncode == 0, second.stderr[-3000:]
 
     ckpt_a, sweep_a, model_a = outputs(tmp_path / "straight" / "lightning_logs" / "version_0")

@@ -34,6 +34,11 @@ BAD_OPTIONS = [
     (["--data.val_ratio", "1.5"], "data.val_ratio"),
     (["--trainer.max_steps", "0"], "trainer.max_steps"),
     (["--trainer.max_steps", "-1"], "trainer.max_steps"),
+    (["--data.steps_per_batch", "0"], "data.steps_per_batch"),
+    # 20 batches of 3 steps do not divide the 40 steps (cli_args: max_steps 40, val_check_interval 20).
+    (["--data.steps_per_batch", "3"], "data.steps_per_batch"),
+    (["--data.steps_per_batch", "2", "--trainer.val_check_interval", "10", "--last_checkpoint.every_n_train_steps", "5"],
+     "last_checkpoint.every_n_train_steps"),
 ]
 
 
