@@ -7,7 +7,7 @@ from typing import Callable, Iterable, Sequence
 import torch
 from torch import Tensor
 
-from lit_linear.losses import NARROW_GRID
+from lit_linear.losses import NARROW_GRID, per_column
 
 Closure = Callable[[], "Tensor | tuple[Tensor, Tensor, Tensor]"]
 
@@ -89,12 +89,10 @@ class GridSGD(torch.optim.Optimizer):
                 decay = group["lr_decay"] ** (state["step"] // group["lr_decay_every"])
                 D, K, C = p.shape
                 W = p.view(D, K * C)
-                # One factor per column of the (D, K*C) matrix: a contiguous row broadcasts over
-                # the rows with a vectorised loop, unlike a (1, K, 1) tensor. expand, not
-                # repeat_interleave, which on CUDA waits for the device.
                 lr = torch.mul(state["lr"], live).mul_(decay)  # (K,)
-                step_lr = lr.view(K, 1).expand(K, C).reshape(1, K * C)
-                shrink = torch.mul(lr, state["reg"]).mul_(-2.0).add_(1.0).view(K, 1).expand(K, C).reshape(1, K * C)
+                # One factor per column of the (D, K*C) matrix, as (1, K*C) rows.
+                step_lr = per_column(lr, K, C, W)
+                shrink = per_column(torch.mul(lr, state["reg"]).mul_(-2.0).add_(1.0), K, C, W)
                 if factors is not None:
                     X, dscores = factors
                     if K * C <= NARROW_GRID:  # faster as (K*C, N) @ (N, D) for a narrow grid (see losses)
