@@ -74,7 +74,6 @@ def plain_loop(
     K = len(lrs) * len(regs)
     W = W0.unsqueeze(1).repeat(1, K, 1)  # (D, K, C)
     optimizer = GridSGD([W], [a for a in lrs for _ in regs], [b for _ in lrs for b in regs], lr_decay, lr_decay_every)
-    reg = optimizer.state[W]["reg"]
     batches = TrainBatches(dm.train_images, dm.train_labels, dm.hparams.batch_size, seed)
     X = None
     for t in range(steps):
@@ -82,7 +81,7 @@ def plain_loop(
         X = preprocess(b.images, dm.pixel_mean, out=X)
 
         def closure(X=X, y=b.labels):
-            value, dscores = grid_loss_factored(loss, W, X, y, reg)  # (K,), (N, K*C)
+            value, dscores = grid_loss_factored(loss, W, X, y)  # (K,), (N, K*C); GridSGD adds the regulariser
             return value, X, dscores
 
         optimizer.step(closure)

@@ -13,6 +13,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
+from lit_linear import native
 from lit_linear.atomic import atomic_open
 from lit_linear.errors import DataError
 
@@ -42,9 +43,12 @@ def preprocess(images: Tensor, pixel_mean: Tensor, dtype: torch.dtype | None = N
         X = out
     else:
         X = torch.empty(shape, dtype=dtype, device=images.device)  # (N, D)
+    neg_mean = pixel_mean.to(dtype).neg()
+    if native.preprocess(rows, neg_mean, X):  # one pass on the CPU (lit_linear.native)
+        return X
     pixels = X[:, :-1]
     # -mean + pixels / 255 as one pass after the uint8 -> dtype copy, computed in `dtype` throughout.
-    torch.add(pixel_mean.to(dtype).neg(), pixels.copy_(rows), alpha=1.0 / 255.0, out=pixels)
+    torch.add(neg_mean, pixels.copy_(rows), alpha=1.0 / 255.0, out=pixels)
     X[:, -1] = 1.0
     return X
 

@@ -104,7 +104,6 @@ class LinearClassifierModule(pl.LightningModule):
         w0 = weight_scale * torch.randn(feature_dim, num_classes)  # (D, C), shared by every config
         # requires_grad only because DDP refuses a module without a trainable parameter.
         self.W = nn.Parameter(w0.unsqueeze(1).repeat(1, K, 1))  # (D, K, C)
-        self.register_buffer("reg", torch.tensor([r for _, r in self.configs]), persistent=False)  # (K,)
         self.register_buffer("pixel_mean", torch.zeros(feature_dim - 1))  # (D-1,), set from the data
         self.register_buffer("best_index", torch.tensor(-1))  # best config by val accuracy; -1: none yet
         self.register_buffer("loss_sum", torch.zeros(K))  # (K,) training loss summed since the last validation
@@ -167,11 +166,12 @@ class LinearClassifierModule(pl.LightningModule):
         self.loss_steps.add_(images.shape[0])
 
     def _closure(self, X: Tensor, y: Tensor):
-        """What GridSGD calls: the loss ``(K,)`` and the data gradient of the minibatch ``X (n, D)``, ``y (n,)``."""
+        """What GridSGD calls: the data loss ``(K,)`` and its gradient on the minibatch ``X (n, D)``, ``y (n,)``."""
         strategy = self.trainer.strategy
 
         def closure():
-            loss, dscores = grid_loss_factored(self.hparams.loss, self.W, X, y, self.reg)  # (K,), (n, K*C)
+            # The data term; GridSGD adds the regulariser (its loss and its gradient) itself.
+            loss, dscores = grid_loss_factored(self.hparams.loss, self.W, X, y)  # (K,), (n, K*C)
             if strategy.world_size == 1:
                 return loss, X, dscores  # GridSGD adds X.T @ dscores into W in one product
             # DDP only averages gradients that autograd produced; this one is formed and averaged by

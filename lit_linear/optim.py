@@ -7,7 +7,8 @@ from typing import Callable, Iterable, Sequence
 import torch
 from torch import Tensor
 
-from lit_linear.losses import NARROW_GRID, per_column
+from lit_linear import native
+from lit_linear.losses import NARROW_GRID, grid_sq_norms, per_column
 
 Closure = Callable[[], "Tensor | tuple[Tensor, Tensor, Tensor]"]
 
@@ -16,26 +17,29 @@ class GridSGD(torch.optim.Optimizer):
     """Plain SGD on a grid ``W (D, K, C)`` of K configs: ``W_k <- W_k - lr_k(t) * (G_k + 2 reg_k W_k)``.
 
     ``G`` is the gradient of the data term, computed by hand; nothing here calls backward.
-    ``step`` takes a closure that computes it and returns the per-config loss ``(K,)``, in one of
-    two forms:
+    ``step`` takes a closure that computes it and returns the per-config data loss ``(K,)``, in
+    one of two forms:
 
-    - ``loss``, with ``G`` placed in ``W.grad`` (``(D, K, C)``; under DDP, already averaged);
-    - ``(loss, X, dscores)``, with ``G = X.T @ dscores`` (``X (N, D)``, ``dscores (N, K*C)``)
-      left unformed: the update scales ``W`` by ``1 - 2 lr reg`` per column and adds
-      ``-lr * X.T @ dscores`` into it in one matrix product (``addmm_``), which saves forming
-      ``G`` and reading it again: two passes over ``W`` per step.
+    - ``data_loss``, with ``G`` placed in ``W.grad`` (``(D, K, C)``; under DDP, already averaged);
+    - ``(data_loss, X, dscores)``, with ``G = X.T @ dscores`` (``X (N, D)``, ``dscores (N, K*C)``)
+      left unformed: the update adds ``-lr * X.T @ dscores`` into ``W`` in one matrix product
+      (``addmm_``), which saves forming ``G`` and reading it again.
 
-    With ``reg`` left at 0, ``W.grad`` may hold the whole gradient, regulariser included.
+    The regulariser is the optimizer's: ``step`` returns the full loss ``data_loss + reg_k *
+    ||W_k||^2``, the norms taken in the same pass over ``W`` that scales it by ``1 - 2 lr reg``
+    (on the CPU one compiled pass, :mod:`lit_linear.native`). With ``reg`` left at ``None``,
+    ``W.grad`` may hold the whole gradient, regulariser included.
 
-    A config whose loss is not finite is frozen from then on: its learning rate is 0. Its weights
-    are no longer meaningful (0 * inf is NaN, and zeroing non-finite gradients would cost a pass
-    over ``W`` every step); the other configs are untouched, since every operation acts per column.
+    A config whose loss is not finite takes no gradient step from then on: its learning rate is
+    0 (its weights had already been scaled by the regulariser in that step). Its weights are no
+    longer meaningful (0 * inf is NaN, and zeroing non-finite gradients would cost a pass over
+    ``W`` every step); the other configs are untouched, since every operation acts per column.
 
     The learning rate decays in steps, ``lr_k(t) = lr_k * lr_decay ** (t // lr_decay_every)``:
     a function of the step count alone (kept in the optimizer state), not of the run length.
 
     Args:
-        params: the grid tensor(s), each ``(D, K, C)``: config k is ``W[:, k, :]``.
+        params: the grid tensor, ``(D, K, C)``: config k is ``W[:, k, :]``.
         lr: the K base learning rates.
         reg: the K L2 strengths (the loss adds ``reg_k * ||W_k||^2``); ``None``: all 0.
         lr_decay: factor applied every ``lr_decay_every`` steps (1.0: constant).
@@ -56,6 +60,9 @@ class GridSGD(torch.optim.Optimizer):
             raise ValueError(f"reg has {len(reg)} values for {len(lr)} learning rates")
         defaults = {"lr": lr, "reg": reg, "lr_decay": lr_decay, "lr_decay_every": lr_decay_every}
         super().__init__(params, defaults)
+        grids = [p for group in self.param_groups for p in group["params"]]
+        if len(grids) != 1:
+            raise ValueError(f"GridSGD trains one grid tensor (D, K, C); got {len(grids)} parameters")
         for group in self.param_groups:
             for p in group["params"]:
                 self._state(p, group)
@@ -75,32 +82,36 @@ class GridSGD(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Closure | None = None) -> Tensor | None:
-        """Update every live config once; returns the loss ``(K,)`` the closure gave (or None)."""
+        """Update every live config once; returns the full loss ``(K,)`` (None without a closure)."""
         out = closure() if closure is not None else None
-        loss, factors = (out[0], out[1:]) if isinstance(out, tuple) else (out, None)
+        data_loss, factors = (out[0], out[1:]) if isinstance(out, tuple) else (out, None)
+        loss = None
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is None and factors is None:
                     continue
                 state = self._state(p, group)
                 live = state["live"]
-                if loss is not None:
-                    live.mul_(torch.isfinite(loss))
                 decay = group["lr_decay"] ** (state["step"] // group["lr_decay_every"])
                 D, K, C = p.shape
                 W = p.view(D, K * C)
-                lr = torch.mul(state["lr"], live).mul_(decay)  # (K,)
-                # One factor per column of the (D, K*C) matrix, as (1, K*C) rows.
-                step_lr = per_column(lr, K, C, W)
+                lr = torch.mul(state["lr"], live).mul_(decay)  # (K,), the configs live before this step
+                # 1 - 2 lr reg, one factor per column of the (D, K*C) matrix, as a (1, K*C) row.
                 shrink = per_column(torch.mul(lr, state["reg"]).mul_(-2.0).add_(1.0), K, C, W)
+                norms = scale_sq_norms(W, shrink, K, C)  # (K,) ||W_k||^2, then W *= shrink
+                if data_loss is not None:
+                    loss = data_loss + state["reg"] * norms
+                    live.mul_(torch.isfinite(loss))
+                    lr.mul_(live)  # no gradient step for a config whose loss is not finite
+                step_lr = per_column(lr, K, C, W)
                 if factors is not None:
                     X, dscores = factors
                     if K * C <= NARROW_GRID:  # faster as (K*C, N) @ (N, D) for a narrow grid (see losses)
-                        W.mul_(shrink).add_((dscores.mul(step_lr).t() @ X).t(), alpha=-1.0)
+                        W.add_((dscores.mul(step_lr).t() @ X).t(), alpha=-1.0)
                     else:
-                        W.mul_(shrink).addmm_(X.t(), dscores.mul(step_lr), alpha=-1.0)
+                        W.addmm_(X.t(), dscores.mul(step_lr), alpha=-1.0)
                 else:
-                    W.mul_(shrink).addcmul_(p.grad.view(D, K * C), step_lr, value=-1.0)
+                    W.addcmul_(p.grad.view(D, K * C), step_lr, value=-1.0)
                 state["step"] += 1
         return loss
 
@@ -111,3 +122,16 @@ class GridSGD(torch.optim.Optimizer):
                 if self.state[p].get("step", 0) > 0:
                     return self.state[p]["live"] == 0
         return None
+
+
+def scale_sq_norms(W_flat: Tensor, scale: Tensor, K: int, C: int) -> Tensor:
+    """``||W_k||^2 (K,)`` of a ``(D, K*C)`` grid, which is then scaled in place by ``scale (1, K*C)``.
+
+    One pass over ``W`` on the CPU (:mod:`lit_linear.native`); elsewhere the norms
+    (:func:`~lit_linear.losses.grid_sq_norms`) and then the scaling.
+    """
+    norms = native.scale_sq_norms(W_flat, scale, K, C)
+    if norms is None:
+        norms = grid_sq_norms(W_flat, K, C)
+        W_flat.mul_(scale)
+    return norms

@@ -79,7 +79,7 @@ def test_state_round_trips_through_state_dict():
 
 @pytest.mark.parametrize("K", [1, 8], ids=["narrow grid", "wide grid"])
 def test_factored_gradient_and_reg_give_the_textbook_update(K):
-    """(loss, X, dscores) from the closure: W <- W - lr * (X.T @ dscores + 2 reg W), the product never formed."""
+    """(data_loss, X, dscores) from the closure: W <- W - lr * (X.T @ dscores + 2 reg W), the product never formed."""
     g = torch.Generator().manual_seed(1)
     D, C, N = 30, 10, 7  # K*C = 10 takes the swapped-operand path, 80 the addmm_ path
     lrs, regs = torch.linspace(0.1, 0.9, K, dtype=torch.float64), torch.linspace(0.0, 0.3, K, dtype=torch.float64)
@@ -88,15 +88,17 @@ def test_factored_gradient_and_reg_give_the_textbook_update(K):
     dscores = torch.randn(N, K * C, generator=g, dtype=torch.float64)
     before = W.detach().clone()
     opt = GridSGD([W], lr=lrs.tolist(), reg=regs.tolist())
-    loss = torch.ones(K, dtype=torch.float64)
-    assert opt.step(lambda: (loss, X, dscores)) is loss
+    data_loss = torch.ones(K, dtype=torch.float64)
+    loss = opt.step(lambda: (data_loss, X, dscores))
+    # The optimizer adds the regulariser to the data loss, with the norms of W before the step.
+    assert torch.allclose(loss, data_loss + regs * before.square().sum(dim=(0, 2)), rtol=1e-12)
     grad = (X.t() @ dscores).view(D, K, C) + 2 * regs.view(1, K, 1) * before
     expected = before - lrs.view(1, K, 1) * grad
     assert torch.allclose(W.detach(), expected, rtol=1e-12, atol=1e-14)
     # The same update from a dense data gradient in W.grad.
     W2 = torch.nn.Parameter(before.clone())
     W2.grad = (X.t() @ dscores).view(D, K, C)
-    GridSGD([W2], lr=lrs.tolist(), reg=regs.tolist()).step(lambda: loss)
+    assert torch.allclose(GridSGD([W2], lr=lrs.tolist(), reg=regs.tolist()).step(lambda: data_loss), loss, rtol=1e-12)
     assert torch.allclose(W2.detach(), expected, rtol=1e-12, atol=1e-14)
 
 

@@ -1,0 +1,184 @@
+/* CPU kernels of the training step, float32: what several small PyTorch ops each do in a pass of
+ * their own, done here in one pass (see lit_linear/native.py for why, and for the PyTorch code
+ * these transcribe: classifier.preprocess, losses.softmax_scores_grad, losses.svm_scores_grad,
+ * losses.grid_sq_norms).
+ *
+ * Conventions: every tensor is passed as a data pointer plus sizes and element strides; the
+ * Python side checks dtypes, shapes, devices and contiguity before calling. Results never
+ * depend on the number of threads: work is split into fixed blocks and partial sums are added
+ * in block order. NaN and infinity propagate as they do in the PyTorch code, since a config is
+ * frozen when its loss is not finite.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define LL_INLINE static inline __attribute__((always_inline))
+
+/* exp(x) for x <= 0 (scores minus their row maximum), ~1 ulp, written so that the compiler can
+ * vectorise a loop over it (libm's expf is a call per element). Cephes' polynomial on
+ * |r| <= ln2/2 after x = n ln2 + r; exp(x) < 2^-126 is returned as 0; NaN stays NaN. */
+LL_INLINE float ll_exp(float x) {
+    const float log2e = 1.44269504088896341f, ln2_hi = 0.693359375f, ln2_lo = -2.12194440e-4f;
+    const float round_magic = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer */
+    float n = (x * log2e + round_magic) - round_magic;
+    float r = x - n * ln2_hi;
+    r = r - n * ln2_lo;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * (r * r) + r + 1.0f;
+    int32_t e = (int32_t)n;
+    e = e < -126 ? -126 : (e > 127 ? 127 : e); /* a finite scale even for garbage n (NaN input) */
+    union { int32_t i; float f; } scale = {.i = (e + 127) << 23};
+    float y = p * scale.f;
+    return x < -87.3f ? 0.0f : y; /* NaN < -87.3 is false: NaN * scale stays NaN */
+}
+
+/* --- preprocessing ------------------------------------------------------------------------- */
+
+/* out (n, p + 1) = images (n, p) uint8 * scale + neg_mean (p,), then a column of ones. */
+void ll_preprocess(const uint8_t *images, int64_t n, int64_t p, const float *neg_mean, float scale, float *out,
+                   int threads) {
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t i = 0; i < n; i++) {
+        const uint8_t *row = images + i * p;
+        float *o = out + i * (p + 1);
+#pragma omp simd
+        for (int64_t j = 0; j < p; j++) o[j] = neg_mean[j] + scale * (float)row[j];
+        o[p] = 1.0f;
+    }
+}
+
+/* --- loss heads: scores (N, K*C) -> data loss (K,), and dL/dscores written over the scores ---- */
+
+/* Row n of the softmax head. s points at the row's first score; sc is the stride between its
+ * K*C scores (1 for a contiguous row, so that the always-inlined copy below vectorises).
+ * work holds 2*K*C floats. */
+LL_INLINE void softmax_row(float *s, int64_t sc, int64_t K, int64_t C, int64_t y, float n_rows, float inv_n,
+                           float *row_loss, float *work) {
+    const int64_t KC = K * C;
+    float *shift = work, *divisor = work + KC; /* per column: the row max of its config, then N * sum */
+    for (int64_t k = 0; k < K; k++) {
+        float m = s[(k * C) * sc];
+        int nan = m != m;
+        for (int64_t c = 1; c < C; c++) {
+            float v = s[(k * C + c) * sc];
+            nan |= v != v;
+            m = v > m ? v : m;
+        }
+        if (nan) m = NAN; /* as amax: a NaN score makes the row NaN */
+        row_loss[k] = -(s[(k * C + y) * sc] - m); /* log(sum) is added below */
+        for (int64_t c = 0; c < C; c++) shift[k * C + c] = m;
+    }
+#pragma omp simd
+    for (int64_t j = 0; j < KC; j++) s[j * sc] = ll_exp(s[j * sc] - shift[j]);
+    for (int64_t k = 0; k < K; k++) {
+        float sum = 0.0f;
+        for (int64_t c = 0; c < C; c++) sum += s[(k * C + c) * sc];
+        row_loss[k] += logf(sum);
+        const float d = sum * n_rows;
+        for (int64_t c = 0; c < C; c++) divisor[k * C + c] = d;
+    }
+#pragma omp simd
+    for (int64_t j = 0; j < KC; j++) s[j * sc] /= divisor[j];
+    for (int64_t k = 0; k < K; k++) s[(k * C + y) * sc] -= inv_n;
+}
+
+/* Row n of the multiclass hinge head (margin 1; at a margin of exactly 0 the subgradient is 0). */
+LL_INLINE void svm_row(float *s, int64_t sc, int64_t K, int64_t C, int64_t y, float inv_n, float *row_loss) {
+    for (int64_t k = 0; k < K; k++) {
+        float *g = s + k * C * sc;
+        const float correct = g[y * sc];
+        float total = 0.0f, violations = 0.0f;
+        for (int64_t c = 0; c < C; c++) {
+            if (c == y) continue;
+            float v = g[c * sc] - correct + 1.0f;
+            float margin = v > 0.0f ? v : (v != v ? v : 0.0f); /* clamp_min(0) keeps NaN */
+            total += margin;
+            float hit = margin > 0.0f ? 1.0f : 0.0f;
+            violations += hit;
+            g[c * sc] = hit * inv_n;
+        }
+        g[y * sc] = -violations * inv_n;
+        row_loss[k] = total;
+    }
+}
+
+#define ROWS_PER_BLOCK 16
+
+/* loss (K,) and dscores over scores (N, K*C) with strides (sn, sc). kind 0: softmax, 1: svm.
+ * row_loss: N*K floats of scratch; returns 0, or -1 if scratch could not be allocated. */
+int ll_scores_grad(int kind, float *scores, int64_t N, int64_t K, int64_t C, int64_t sn, int64_t sc, const int64_t *y,
+                   float *loss, float *row_loss, int threads) {
+    const float n_rows = (float)N, inv_n = 1.0f / n_rows;
+    const int64_t blocks = (N + ROWS_PER_BLOCK - 1) / ROWS_PER_BLOCK;
+    int failed = 0;
+#pragma omp parallel num_threads(threads) reduction(| : failed)
+    {
+        float *work = kind == 0 ? malloc(sizeof(float) * 2 * K * C) : NULL;
+        if (kind == 0 && work == NULL) failed = 1;
+#pragma omp for schedule(static)
+        for (int64_t b = 0; b < blocks; b++) {
+            if (kind == 0 && work == NULL) continue;
+            const int64_t hi = (b + 1) * ROWS_PER_BLOCK < N ? (b + 1) * ROWS_PER_BLOCK : N;
+            for (int64_t n = b * ROWS_PER_BLOCK; n < hi; n++) {
+                float *s = scores + n * sn;
+                if (kind == 0 && sc == 1)
+                    softmax_row(s, 1, K, C, y[n], n_rows, inv_n, row_loss + n * K, work);
+                else if (kind == 0)
+                    softmax_row(s, sc, K, C, y[n], n_rows, inv_n, row_loss + n * K, work);
+                else if (sc == 1)
+                    svm_row(s, 1, K, C, y[n], inv_n, row_loss + n * K);
+                else
+                    svm_row(s, sc, K, C, y[n], inv_n, row_loss + n * K);
+            }
+        }
+        free(work);
+    }
+    if (failed) return -1;
+    /* The mean over rows, summed in row order (the same for any number of threads). */
+    for (int64_t k = 0; k < K; k++) {
+        double total = 0.0;
+        for (int64_t n = 0; n < N; n++) total += row_loss[n * K + k];
+        loss[k] = (float)(total / (double)N);
+    }
+    return 0;
+}
+
+/* --- regulariser ------------------------------------------------------------------------------ */
+
+#define NORM_ROWS_PER_BLOCK 256
+
+/* One pass over a contiguous W (D, K*C): out (K,) = ||W_k||^2 of W as it was, and each column j
+ * scaled by scale[j] (the regulariser's shrink 1 - 2 lr reg). partial: ceil(D / 256) * K*C
+ * floats of scratch. */
+void ll_scale_sq_norms(float *W, int64_t D, int64_t K, int64_t C, const float *scale, float *out, float *partial,
+                       int threads) {
+    const int64_t KC = K * C;
+    const int64_t blocks = (D + NORM_ROWS_PER_BLOCK - 1) / NORM_ROWS_PER_BLOCK;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t b = 0; b < blocks; b++) {
+        float *acc = partial + b * KC;
+        memset(acc, 0, sizeof(float) * KC);
+        const int64_t hi = (b + 1) * NORM_ROWS_PER_BLOCK < D ? (b + 1) * NORM_ROWS_PER_BLOCK : D;
+        for (int64_t i = b * NORM_ROWS_PER_BLOCK; i < hi; i++) {
+            float *w = W + i * KC;
+#pragma omp simd
+            for (int64_t j = 0; j < KC; j++) {
+                acc[j] += w[j] * w[j];
+                w[j] *= scale[j];
+            }
+        }
+    }
+    for (int64_t k = 0; k < K; k++) {
+        double total = 0.0;
+        for (int64_t b = 0; b < blocks; b++)
+            for (int64_t c = 0; c < C; c++) total += partial[b * KC + k * C + c];
+        out[k] = (float)total;
+    }
+}
