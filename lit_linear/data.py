@@ -198,7 +198,7 @@ class CIFARDataModule(pl.LightningDataModule):
         eval_batch_size: images per chunk when measuring accuracy. On the CPU, chunks of about
             1000 keep the float temporaries small enough to be reused instead of freshly mapped.
         steps_per_batch: SGD steps per Lightning training batch. Lightning's own work per batch (its
-            loop, hooks and callbacks: about 0.3 ms on a CPU) is then paid once for every m steps,
+            loop, hooks and callbacks: about 1 ms on a 2-core CPU) is then paid once for every m steps,
             which matters when a step is short (one config, or a GPU). ``trainer.max_steps``
             still counts SGD steps; ``trainer.val_check_interval`` counts batches, so it
             validates every ``val_check_interval * steps_per_batch`` steps. The minibatches and

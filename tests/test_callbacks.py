@@ -43,8 +43,8 @@ pytestmark = pytest.mark.slow
 
 LRS, REGS = [0.05, 0.2, 1e6], [1e-4, 1e-3]
 CONFIGS = [(lr, reg) for lr in LRS for reg in REGS]  # lr-major, as the module orders them
-STEPS, INTERVAL, BATCH = 40, 20, 20
-SHIPPED_STEPS_PER_BATCH = 10  # configs/*.yaml: data.steps_per_batch; val_check_interval counts batches
+STEPS, INTERVAL, BATCH = 100, 50, 20
+SHIPPED_STEPS_PER_BATCH = 50  # configs/*.yaml: data.steps_per_batch; val_check_interval counts batches
 SCALE = 3  # SweepTensorBoard's default template_scale
 HPARAM_KEYS = {"lr", "reg", "loss", "batch_size", "max_steps", "lr_decay", "lr_decay_every", "weight_scale", "dataset"}
 ALL = {"images": 0, "scalars": 0, "tensors": 0}  # keep every event

@@ -26,7 +26,7 @@ def fitted(cifar10_dir, tmp_path_factory):
     result = run_cli(
         "fit", "--config", str(REPO / "configs" / "softmax.yaml"),
         "--model.lr", "[0.01, 0.1]", "--model.reg", "[0.0, 0.001]",
-        *cli_args(cifar10_dir, root, interval=2),  # softmax.yaml: 10 steps a batch, so every 20 steps
+        *cli_args(cifar10_dir, root, steps=100, interval=1),  # softmax.yaml: 50 steps a batch, so every 50 steps
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     return root, result
@@ -46,10 +46,10 @@ def test_fit_writes_the_run_under_the_root_folder(fitted):
     assert [(c["lr"], c["reg"]) for c in sweep["configs"]] == [(0.01, 0.0), (0.01, 0.001), (0.1, 0.0), (0.1, 0.001)]
     assert set(sweep["best"]) == {"lr", "reg", "train_acc", "val_acc"}
     # The results table is printed, best marked.
-    assert "softmax sweep: 4 configs after 40 steps" in result.stdout
+    assert "softmax sweep: 4 configs after 100 steps" in result.stdout
     assert re.search(r"<- best", result.stdout)
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
-    assert ckpt["global_step"] == 40
+    assert ckpt["global_step"] == 100
 
 
 def test_test_subcommand_scores_the_best_config(fitted, cifar10_dir):
