@@ -112,13 +112,14 @@ LL_INLINE void svm_row(float *s, int64_t sc, int64_t K, int64_t C, int64_t y, fl
 #define ROWS_PER_BLOCK 16
 
 /* loss (K,) and dscores over scores (N, K*C) with strides (sn, sc). kind 0: softmax, 1: svm.
- * row_loss: N*K floats of scratch; returns 0, or -1 if scratch could not be allocated. */
+ * row_loss: N*K floats of scratch. Returns 0; -1 if scratch could not be allocated; -2 if a
+ * label lies outside [0, C) (its row is left alone: it would index outside the row). */
 int ll_scores_grad(int kind, float *scores, int64_t N, int64_t K, int64_t C, int64_t sn, int64_t sc, const int64_t *y,
                    float *loss, float *row_loss, int threads) {
     const float n_rows = (float)N, inv_n = 1.0f / n_rows;
     const int64_t blocks = (N + ROWS_PER_BLOCK - 1) / ROWS_PER_BLOCK;
-    int failed = 0;
-#pragma omp parallel num_threads(threads) reduction(| : failed)
+    int failed = 0, bad_label = 0;
+#pragma omp parallel num_threads(threads) reduction(| : failed, bad_label)
     {
         float *work = kind == 0 ? malloc(sizeof(float) * 2 * K * C) : NULL;
         if (kind == 0 && work == NULL) failed = 1;
@@ -127,6 +128,10 @@ int ll_scores_grad(int kind, float *scores, int64_t N, int64_t K, int64_t C, int
             if (kind == 0 && work == NULL) continue;
             const int64_t hi = (b + 1) * ROWS_PER_BLOCK < N ? (b + 1) * ROWS_PER_BLOCK : N;
             for (int64_t n = b * ROWS_PER_BLOCK; n < hi; n++) {
+                if (y[n] < 0 || y[n] >= C) {
+                    bad_label = 1;
+                    continue;
+                }
                 float *s = scores + n * sn;
                 if (kind == 0 && sc == 1)
                     softmax_row(s, 1, K, C, y[n], n_rows, inv_n, row_loss + n * K, work);
@@ -141,6 +146,7 @@ int ll_scores_grad(int kind, float *scores, int64_t N, int64_t K, int64_t C, int
         free(work);
     }
     if (failed) return -1;
+    if (bad_label) return -2;
     /* The mean over rows, summed in row order (the same for any number of threads). */
     for (int64_t k = 0; k < K; k++) {
         double total = 0.0;

@@ -67,6 +67,7 @@ def enabled() -> bool:
 
 
 def cache_dir() -> Path:
+    """Where built libraries are kept: ``$LIT_LINEAR_CACHE``, else ``~/.cache/lit_linear``."""
     return Path(os.environ.get("LIT_LINEAR_CACHE") or Path.home() / ".cache" / "lit_linear")
 
 
@@ -143,7 +144,7 @@ def unavailable_reason() -> str | None:
 
 
 def _applies(*tensors: Tensor) -> ctypes.CDLL | None:
-    """The library, if every tensor is a float32/uint8/int64 CPU tensor that autograd does not track."""
+    """The library, if every tensor is on the CPU and outside autograd (the callers check dtypes and shapes)."""
     for t in tensors:
         if t.device.type != "cpu" or (t.requires_grad and torch.is_grad_enabled()):
             return None
@@ -162,10 +163,13 @@ def preprocess(rows: Tensor, neg_mean: Tensor, out: Tensor) -> bool:
         return False
     if not (rows.is_contiguous() and out.is_contiguous() and neg_mean.is_contiguous()):
         return False
+    n, p = rows.shape
+    if neg_mean.shape != (p,) or out.shape != (n, p + 1):
+        raise ValueError(f"rows {tuple(rows.shape)} need neg_mean ({p},) and out ({n}, {p + 1}); got "
+                         f"{tuple(neg_mean.shape)} and {tuple(out.shape)}")  # fmt: skip
     lib = _applies(rows, neg_mean, out)
     if lib is None:
         return False
-    n, p = rows.shape
     lib.ll_preprocess(rows.data_ptr(), n, p, neg_mean.data_ptr(), 1.0 / 255.0, out.data_ptr(), torch.get_num_threads())
     return True
 
@@ -179,16 +183,20 @@ def scores_grad(loss: str, scores: Tensor, y: Tensor, K: int, C: int) -> Tensor 
         raise ValueError(f"loss must be one of {', '.join(HEAD_KIND)}, got {loss!r}")
     if scores.dtype != torch.float32 or y.dtype != torch.int64 or scores.dim() != 2 or scores.shape[1] != K * C:
         return None
+    N = scores.shape[0]
+    if y.shape != (N,):
+        raise ValueError(f"y must have shape ({N},) to match the scores, got {tuple(y.shape)}")
     lib = _applies(scores, y)
     if lib is None:
         return None
     y = y.contiguous()
-    N = scores.shape[0]
     data_loss = torch.empty(K, dtype=torch.float32)
     row_loss = torch.empty(N * K, dtype=torch.float32)
     sn, sc = scores.stride()
     status = lib.ll_scores_grad(kind, scores.data_ptr(), N, K, C, sn, sc, y.data_ptr(),
                                 data_loss.data_ptr(), row_loss.data_ptr(), torch.get_num_threads())  # fmt: skip
+    if status == -2:
+        raise ValueError(f"y holds labels outside [0, {C}): every label must index one of the {C} classes")
     if status != 0:
         raise MemoryError("lit_linear.native: out of memory for the loss head's scratch rows")
     return data_loss

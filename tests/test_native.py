@@ -144,6 +144,14 @@ def test_training_maths_agrees_with_and_without_the_kernels(loss, monkeypatch):
         assert torch.allclose(a, b, rtol=1e-5, atol=1e-7)
 
 
+@needs_compiler
+@pytest.mark.parametrize("label", [-1, 10])
+def test_a_label_outside_the_classes_is_refused_not_read_past_the_row(label):
+    y = torch.tensor([0, label, 3])
+    with pytest.raises(ValueError, match=r"labels outside \[0, 10\)"):
+        native.scores_grad("softmax", torch.randn(3, 20), y, 2, 10)
+
+
 def test_switched_off_by_the_environment(pytorch_only):
     assert not native.available()
     assert native.unavailable_reason() == "LIT_LINEAR_NATIVE=0"
