@@ -14,7 +14,7 @@ PyTorch code stays the definition. The tests check that both give the same numbe
 float32 rounding, and run the fallback too.
 
 How: the first call in a process compiles ``kernels.c`` with the system C compiler (``$CC``, else
-``cc``; about a second). It uses ``-O3 -march=native -fopenmp`` and writes the library to a cache
+``cc``; 0.4 s here). It uses ``-O3 -march=native -fopenmp`` and writes the library to a cache
 folder (``$LIT_LINEAR_CACHE``, else ``~/.cache/lit_linear``), keyed by the source, the compiler,
 its flags and the CPU. Later processes load the library from there. OpenMP is torch's own
 ``libgomp`` (same soname, already loaded), so the kernels share torch's threads and follow
