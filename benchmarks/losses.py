@@ -76,7 +76,7 @@ def main() -> None:
             t = per_call(lambda: vectorized(Wg, Xb, yb, reg, layout="DKC"), 200)
             grid_rows.append({"loss": name, "K": K, "ms_per_call": 1e3 * t, "ms_per_config": 1e3 * t / K})
             print(f"{name:8s} {K:3d} {1e3 * t:12.3f} {1e3 * t / K:14.3f}")
-    step_rows = training_step_table(dm.train_images[:200] if args.data_dir else None, dm.pixel_mean if args.data_dir else None)
+    step_rows = training_step_table(*((dm.train_images[:200], dm.pixel_mean) if args.data_dir else (None, None)))
     write_json(args.out, {"machine": machine(), "naive_vs_vectorized": rows, "grid": grid_rows, "training_step": step_rows})
 
 

@@ -63,9 +63,12 @@ class GridSGD(torch.optim.Optimizer):
         grids = [p for group in self.param_groups for p in group["params"]]
         if len(grids) != 1:
             raise ValueError(f"GridSGD trains one grid tensor (D, K, C); got {len(grids)} parameters")
-        for group in self.param_groups:
-            for p in group["params"]:
-                self._state(p, group)
+        self._state(*self._grid())
+
+    def _grid(self) -> tuple[Tensor, dict]:
+        """The one grid tensor and its parameter group."""
+        group = next(g for g in self.param_groups if g["params"])
+        return group["params"][0], group
 
     def _state(self, p: Tensor, group: dict) -> dict:
         state = self.state[p]
@@ -85,43 +88,39 @@ class GridSGD(torch.optim.Optimizer):
         """Update every live config once; returns the full loss ``(K,)`` (None without a closure)."""
         out = closure() if closure is not None else None
         data_loss, factors = (out[0], out[1:]) if isinstance(out, tuple) else (out, None)
+        p, group = self._grid()
+        if p.grad is None and factors is None:
+            return None
+        state = self._state(p, group)
+        live = state["live"]
+        decay = group["lr_decay"] ** (state["step"] // group["lr_decay_every"])
+        D, K, C = p.shape
+        W = p.view(D, K * C)
+        lr = torch.mul(state["lr"], live).mul_(decay)  # (K,), the configs live before this step
+        # 1 - 2 lr reg, one factor per column of the (D, K*C) matrix, as a (1, K*C) row.
+        shrink = per_column(torch.mul(lr, state["reg"]).mul_(-2.0).add_(1.0), K, C, W)
+        norms = scale_sq_norms(W, shrink, K, C)  # (K,) ||W_k||^2, then W *= shrink
         loss = None
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None and factors is None:
-                    continue
-                state = self._state(p, group)
-                live = state["live"]
-                decay = group["lr_decay"] ** (state["step"] // group["lr_decay_every"])
-                D, K, C = p.shape
-                W = p.view(D, K * C)
-                lr = torch.mul(state["lr"], live).mul_(decay)  # (K,), the configs live before this step
-                # 1 - 2 lr reg, one factor per column of the (D, K*C) matrix, as a (1, K*C) row.
-                shrink = per_column(torch.mul(lr, state["reg"]).mul_(-2.0).add_(1.0), K, C, W)
-                norms = scale_sq_norms(W, shrink, K, C)  # (K,) ||W_k||^2, then W *= shrink
-                if data_loss is not None:
-                    loss = data_loss + state["reg"] * norms
-                    live.mul_(torch.isfinite(loss))
-                    lr.mul_(live)  # no gradient step for a config whose loss is not finite
-                step_lr = per_column(lr, K, C, W)
-                if factors is not None:
-                    X, dscores = factors
-                    if K * C <= NARROW_GRID:  # faster as (K*C, N) @ (N, D) for a narrow grid (see losses)
-                        W.add_((dscores.mul(step_lr).t() @ X).t(), alpha=-1.0)
-                    else:
-                        W.addmm_(X.t(), dscores.mul(step_lr), alpha=-1.0)
-                else:
-                    W.addcmul_(p.grad.view(D, K * C), step_lr, value=-1.0)
-                state["step"] += 1
+        if data_loss is not None:
+            loss = data_loss + state["reg"] * norms
+            live.mul_(torch.isfinite(loss))
+            lr.mul_(live)  # no gradient step for a config whose loss is not finite
+        step_lr = per_column(lr, K, C, W)
+        if factors is None:
+            W.addcmul_(p.grad.view(D, K * C), step_lr, value=-1.0)
+        elif K * C <= NARROW_GRID:  # faster as (K*C, N) @ (N, D) for a narrow grid (see losses)
+            X, dscores = factors
+            W.add_((dscores.mul(step_lr).t() @ X).t(), alpha=-1.0)
+        else:
+            X, dscores = factors
+            W.addmm_(X.t(), dscores.mul(step_lr), alpha=-1.0)
+        state["step"] += 1
         return loss
 
     def diverged(self) -> Tensor | None:
         """``(K,)`` bool: configs frozen because their loss turned non-finite (None before any step)."""
-        for group in self.param_groups:
-            for p in group["params"]:
-                if self.state[p].get("step", 0) > 0:
-                    return self.state[p]["live"] == 0
-        return None
+        state = self.state[self._grid()[0]]
+        return state["live"] == 0 if state.get("step", 0) > 0 else None
 
 
 def scale_sq_norms(W_flat: Tensor, scale: Tensor, K: int, C: int) -> Tensor:
