@@ -21,6 +21,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
+from lit_linear.buffers import BufferPool
 from lit_linear.cifar import (
     PIXELS,
     SPECS,
@@ -96,6 +97,7 @@ class TrainBatches:
         self.rank, self.world_size = rank, world_size
         self.batches_per_epoch = len(labels) // batch_size
         self._epoch, self._perm = -1, None
+        self._buffers = BufferPool()  # the gathered images, reused once a batch is no longer held
 
     def _permutation(self, epoch: int) -> Tensor:
         if epoch != self._epoch:
@@ -120,15 +122,20 @@ class TrainBatches:
     def batch(self, step: int) -> Batch:
         """This rank's share of the minibatch of ``step``: ``(share, 3072)`` images."""
         index = self._share(step)  # (share,)
-        # index_select, not images[index]: the advanced-indexing gather is ~15x slower on the CPU.
-        return Batch(self.images.index_select(0, index), self.labels.index_select(0, index), index)
+        return Batch(self._gather(index), self.labels.index_select(0, index), index)
 
     def block(self, step: int) -> Batch:
         """Steps ``step .. step + steps_per_batch - 1`` stacked: ``(m, share, 3072)`` images, one gather."""
         index = torch.stack([self._share(step + j) for j in range(self.steps_per_batch)])  # (m, share)
         flat = index.view(-1)
-        images = self.images.index_select(0, flat).view(*index.shape, -1)
+        images = self._gather(flat).view(*index.shape, -1)
         return Batch(images, self.labels.index_select(0, flat).view(index.shape), index)
+
+    def _gather(self, rows: Tensor) -> Tensor:
+        """``images[rows]``, ``(len(rows), 3072)``, written into a buffer that no earlier batch still uses."""
+        out = self._buffers.get((rows.numel(), self.images.shape[1]), self.images.dtype, self.images.device)
+        # index_select, not images[rows]: the advanced-indexing gather is ~15x slower on the CPU.
+        return torch.index_select(self.images, 0, rows, out=out)
 
     def __iter__(self) -> Iterator[Batch]:
         step = self.first_step
