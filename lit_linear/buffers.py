@@ -9,7 +9,9 @@ fresh one, and a 2000-step fit draws 40 blocks. Measured in whole fits (one proc
 A buffer is handed out again only when its storage's use count shows that only the pool holds
 it. A batch, or a view of one, that a callback or a user keeps is therefore never overwritten.
 The count comes from ``torch._C._storage_Use_Count``; where that is missing, and on other devices
-than the CPU (CUDA's caching allocator already reuses memory), every call allocates.
+than the CPU (CUDA's caching allocator already reuses memory), every call allocates. The count
+sees one process only, so the pool must live where the batches are used: Lightning iterates
+:class:`~lit_linear.data.TrainBatches` in the training process itself (no loader workers).
 """
 
 from __future__ import annotations
