@@ -78,14 +78,22 @@ def plain_loop(
     X = None
     for t in range(steps):
         b = batches.batch(t)
-        X = preprocess(b.images, dm.pixel_mean, out=X)
-
-        def closure(X=X, y=b.labels):
-            value, dscores = grid_loss_factored(loss, W, X, y)  # (K,), (N, K*C); GridSGD adds the regulariser
-            return value, X, dscores
-
-        optimizer.step(closure)
+        X = sgd_step(optimizer, loss, W, b.images, b.labels, dm.pixel_mean, X)
     return W
+
+
+def sgd_step(optimizer: GridSGD, loss: str, W: torch.Tensor, images: torch.Tensor, labels: torch.Tensor,
+             pixel_mean: torch.Tensor, X: torch.Tensor | None) -> torch.Tensor:
+    """One training step's maths as the module runs it: features of the uint8 ``images`` (written
+    into ``X`` when it fits, and returned for the next step), the data loss and ``GridSGD.step``."""
+    X = preprocess(images, pixel_mean, out=X)
+
+    def closure():
+        value, dscores = grid_loss_factored(loss, W, X, labels)  # (K,), (N, K*C); GridSGD adds the regulariser
+        return value, X, dscores
+
+    optimizer.step(closure)
+    return X
 
 
 class FitTimer(Callback):

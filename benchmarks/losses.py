@@ -21,11 +21,11 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import load_data, machine, median, write_json  # noqa: E402
+from common import load_data, machine, median, sgd_step, write_json  # noqa: E402
 
 from lit_linear.classifier import preprocess  # noqa: E402
 from lit_linear import native  # noqa: E402
-from lit_linear.losses import grid_loss_factored, softmax_loss_naive, softmax_loss_vectorized, svm_loss_naive, svm_loss_vectorized  # noqa: E402
+from lit_linear.losses import softmax_loss_naive, softmax_loss_vectorized, svm_loss_naive, svm_loss_vectorized  # noqa: E402
 from lit_linear.optim import GridSGD  # noqa: E402
 
 
@@ -98,13 +98,7 @@ def training_step_table(images: torch.Tensor | None, pixel_mean: torch.Tensor | 
 
         def step():
             nonlocal X
-            X = preprocess(images, pixel_mean, out=X)
-
-            def closure():
-                data_loss, dscores = grid_loss_factored("softmax", W, X, y)
-                return data_loss, X, dscores
-
-            optimizer.step(closure)
+            X = sgd_step(optimizer, "softmax", W, images, y, pixel_mean, X)
 
         times = {"1": [], "0": []}
         for _ in range(5):  # alternate, so that drift of the machine hits both alike

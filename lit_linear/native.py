@@ -36,12 +36,13 @@ import os
 import platform
 import shutil
 import subprocess
-import tempfile
 import threading
 from pathlib import Path
 
 import torch
 from torch import Tensor
+
+from lit_linear.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -93,20 +94,13 @@ def _build() -> ctypes.CDLL:
     folder = cache_dir()
     path = folder / f"kernels-{key}.so"
     if not path.exists():
-        folder.mkdir(parents=True, exist_ok=True)
-        # Compiled under a temporary name and renamed: processes building at once (DDP ranks)
-        # never load a half-written file.
-        fd, tmp = tempfile.mkstemp(suffix=".so", dir=folder)
-        os.close(fd)
-        try:
+        # Compiled under a temporary name (tmp*, never kernels-*.so) and renamed: processes building
+        # at once (DDP ranks) never load a half-written file.
+        with atomic_path(path, prefix="tmp") as tmp:
             done = subprocess.run([compiler, *FLAGS, "-o", tmp, str(SOURCE), "-lm"], capture_output=True, text=True,
                                   timeout=300)  # fmt: skip
             if done.returncode != 0:
                 raise RuntimeError(f"{compiler} could not build {SOURCE.name}: {done.stderr.strip()[-2000:]}")
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
     lib = ctypes.CDLL(str(path))
     for name, (restype, argtypes) in _SIGNATURES.items():
         fn = getattr(lib, name)

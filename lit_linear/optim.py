@@ -108,12 +108,13 @@ class GridSGD(torch.optim.Optimizer):
         step_lr = per_column(lr, K, C, W)
         if factors is None:
             W.addcmul_(p.grad.view(D, K * C), step_lr, value=-1.0)
-        elif K * C <= NARROW_GRID:  # faster as (K*C, N) @ (N, D) for a narrow grid (see losses)
-            X, dscores = factors
-            W.add_((dscores.mul(step_lr).t() @ X).t(), alpha=-1.0)
         else:
             X, dscores = factors
-            W.addmm_(X.t(), dscores.mul(step_lr), alpha=-1.0)
+            scaled = dscores.mul(step_lr)  # (N, K*C): lr_k * dscores
+            if K * C <= NARROW_GRID:  # faster as (K*C, N) @ (N, D) for a narrow grid (see losses)
+                W.add_((scaled.t() @ X).t(), alpha=-1.0)
+            else:
+                W.addmm_(X.t(), scaled, alpha=-1.0)
         state["step"] += 1
         return loss
 
