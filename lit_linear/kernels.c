@@ -1,7 +1,7 @@
 /* CPU kernels of the training step, float32: what several small PyTorch ops each do in a pass of
  * their own, done here in one pass (see lit_linear/native.py for why, and for the PyTorch code
  * these transcribe: classifier.preprocess, losses.softmax_scores_grad, losses.svm_scores_grad,
- * losses.grid_sq_norms).
+ * optim.GridSGD._prepare).
  *
  * Conventions: every tensor is passed as a data pointer plus sizes and element strides; the
  * Python side checks dtypes, shapes, devices and contiguity before calling. Results never
@@ -163,8 +163,8 @@ int ll_scores_grad(int kind, float *scores, int64_t N, int64_t K, int64_t C, int
 /* One pass over a contiguous W (D, K*C): out (K,) = ||W_k||^2 of W as it was, and each column j
  * scaled by scale[j] (the regulariser's shrink 1 - 2 lr reg). partial: ceil(D / 256) * K*C
  * floats of scratch. */
-void ll_scale_sq_norms(float *W, int64_t D, int64_t K, int64_t C, const float *scale, float *out, float *partial,
-                       int threads) {
+static void ll_scale_sq_norms(float *W, int64_t D, int64_t K, int64_t C, const float *scale, float *out,
+                              float *partial, int threads) {
     const int64_t KC = K * C;
     const int64_t blocks = (D + NORM_ROWS_PER_BLOCK - 1) / NORM_ROWS_PER_BLOCK;
 #pragma omp parallel for num_threads(threads) schedule(static)
@@ -186,5 +186,50 @@ void ll_scale_sq_norms(float *W, int64_t D, int64_t K, int64_t C, const float *s
         for (int64_t b = 0; b < blocks; b++)
             for (int64_t c = 0; c < C; c++) total += partial[b * KC + k * C + c];
         out[k] = (float)total;
+    }
+}
+
+/* --- the optimizer's per-config work --------------------------------------------------------- */
+
+/* Everything GridSGD.step does besides the gradient product, in one call (transcribes its
+ * PyTorch code; a dozen small ops there cost ~0.2 ms a step next to MKL's products):
+ *   lr_k    = base_lr_k * live_k * decay
+ *   norms_k = ||W_k||^2, then W_k *= 1 - 2 lr_k reg_k        (one pass over W: ll_scale_sq_norms)
+ *   if data_loss: loss_k = data_loss_k + reg_k * norms_k; live_k *= isfinite(loss_k); lr_k *= live_k
+ *   if dscores (N, K*C), strides (sn, sc): its column k*C + c is scaled by lr_k in place
+ * lr (K,) receives the step's learning rates; loss (K,) the norms, then (with data_loss) the loss.
+ * scratch: (ceil(D / 256) + 1) * K*C floats. */
+void ll_grid_sgd_prepare(float *W, int64_t D, int64_t K, int64_t C, const float *base_lr, const float *reg, float *live,
+                         float decay, const float *data_loss, float *loss, float *lr, float *dscores, int64_t N,
+                         int64_t sn, int64_t sc, float *scratch, int threads) {
+    const int64_t KC = K * C;
+    float *shrink = scratch, *partial = scratch + KC;
+    for (int64_t k = 0; k < K; k++) {
+        lr[k] = base_lr[k] * live[k] * decay;
+        const float s = lr[k] * reg[k] * -2.0f + 1.0f;
+        for (int64_t c = 0; c < C; c++) shrink[k * C + c] = s;
+    }
+    float *norms = loss; /* the norms are turned into the loss in place */
+    ll_scale_sq_norms(W, D, K, C, shrink, norms, partial, threads);
+    if (data_loss != NULL) {
+        for (int64_t k = 0; k < K; k++) {
+            loss[k] = data_loss[k] + reg[k] * norms[k];
+            live[k] *= isfinite(loss[k]) ? 1.0f : 0.0f;
+            lr[k] *= live[k];
+        }
+    }
+    if (dscores == NULL) return;
+    float *step_lr = shrink; /* reused: one factor per column */
+    for (int64_t k = 0; k < K; k++)
+        for (int64_t c = 0; c < C; c++) step_lr[k * C + c] = lr[k];
+#pragma omp parallel for num_threads(threads) schedule(static) if (N * KC > 65536)
+    for (int64_t n = 0; n < N; n++) {
+        float *row = dscores + n * sn;
+        if (sc == 1) {
+#pragma omp simd
+            for (int64_t j = 0; j < KC; j++) row[j] *= step_lr[j];
+        } else {
+            for (int64_t j = 0; j < KC; j++) row[j * sc] *= step_lr[j];
+        }
     }
 }

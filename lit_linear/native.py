@@ -1,17 +1,17 @@
-"""Compiled CPU kernels for the training step: preprocessing, the two loss heads and the grid's norms.
+"""Compiled CPU kernels for the training step: preprocessing, the two loss heads and the optimizer's work.
 
 Why: on the CPU, the two matrix products of a training step (:mod:`lit_linear.losses`) take
-most of its time. The rest is preprocessing the minibatch, the loss head and the regulariser's
-norms. In PyTorch these are some twenty small ops, each a pass of its own over memory plus
-its dispatch. For the course's 20-config grid that was 1.2 ms a step next to 1.8 ms of
-products. ``kernels.c`` does each of the three in one pass.
+most of its time. The rest is preprocessing the minibatch, the loss head and the optimizer's
+per-config work (learning rates, the regulariser's norms and shrink, freezing). In PyTorch these
+are some thirty small ops, each a pass of its own over memory plus its dispatch. For the
+course's 20-config grid that was 1.2 ms a step next to 1.8 ms of products. ``kernels.c`` does
+each of the three in one call.
 
 What: ``kernels.c`` transcribes the PyTorch code line for line:
 :func:`~lit_linear.classifier.preprocess`, :func:`~lit_linear.losses.softmax_scores_grad`,
-:func:`~lit_linear.losses.svm_scores_grad`, and :func:`~lit_linear.losses.grid_sq_norms` followed by
-the regulariser's per-column scaling of ``W`` in :class:`~lit_linear.optim.GridSGD`. That
-PyTorch code stays the definition. The tests check that both give the same numbers, up to
-float32 rounding, and run the fallback too.
+:func:`~lit_linear.losses.svm_scores_grad`, and ``GridSGD._prepare`` in
+:mod:`lit_linear.optim`. That PyTorch code stays the definition. The tests check that both
+give the same numbers, up to float32 rounding, and run the fallback too.
 
 How: the first call in a process compiles ``kernels.c`` with the system C compiler (``$CC``, else
 ``cc``; 0.4 s here). It uses ``-O3 -march=native -fopenmp`` and writes the library to a cache
@@ -58,7 +58,8 @@ _i64, _f32, _int, _ptr = ctypes.c_int64, ctypes.c_float, ctypes.c_int, ctypes.c_
 _SIGNATURES = {
     "ll_preprocess": (None, [_ptr, _i64, _i64, _ptr, _f32, _ptr, _int]),
     "ll_scores_grad": (_int, [_int, _ptr, _i64, _i64, _i64, _i64, _i64, _ptr, _ptr, _ptr, _int]),
-    "ll_scale_sq_norms": (None, [_ptr, _i64, _i64, _i64, _ptr, _ptr, _ptr, _int]),
+    "ll_grid_sgd_prepare": (None, [_ptr, _i64, _i64, _i64, _ptr, _ptr, _ptr, _f32, _ptr, _ptr, _ptr, _ptr, _i64, _i64,
+                                   _i64, _ptr, _int]),
 }
 
 
@@ -196,21 +197,55 @@ def scores_grad(loss: str, scores: Tensor, y: Tensor, K: int, C: int) -> Tensor 
     return data_loss
 
 
-def scale_sq_norms(W_flat: Tensor, scale: Tensor, K: int, C: int) -> Tensor | None:
-    """``||W_k||^2 (K,)`` of a contiguous float32 ``(D, K*C)`` grid, which is then scaled per
-    column by ``scale (1, K*C)``, in one pass; None (nothing written) if not applicable.
+def grid_sgd_scratch(D: int, K: int, C: int) -> Tensor:
+    """The scratch :func:`grid_sgd_prepare` needs for a ``(D, K*C)`` grid; a caller that steps often keeps one."""
+    return torch.empty((-(-D // NORM_ROWS_PER_BLOCK) + 1) * K * C + K, dtype=torch.float32)
+
+
+def grid_sgd_prepare(W_flat: Tensor, base_lr: Tensor, reg: Tensor, live: Tensor, decay: float, data_loss: Tensor | None,
+                     dscores: Tensor | None, K: int, C: int, scratch: Tensor | None = None) -> tuple[Tensor, Tensor] | None:
+    """:class:`~lit_linear.optim.GridSGD`'s per-config work of one step, in one call; None (nothing
+    written) if not applicable.
+
+    With ``lr_k = base_lr_k * live_k * decay``: takes ``||W_k||^2`` and scales ``W_k`` by
+    ``1 - 2 lr_k reg_k`` (one pass over ``W``); with a ``data_loss``, forms the loss ``data_loss +
+    reg * ||W_k||^2``, sets ``live_k`` to 0 where it is not finite and ``lr_k`` with it; scales
+    column ``k*C + c`` of ``dscores`` by ``lr_k`` in place.
+
+    Args:
+        W_flat: contiguous float32 ``(D, K*C)``, updated in place.
+        base_lr, reg: ``(K,)`` float32, contiguous.
+        live: ``(K,)`` float32, contiguous, updated in place (1: training, 0: frozen).
+        decay: the step's learning-rate decay factor.
+        data_loss: ``(K,)`` float32, or None.
+        dscores: float32 ``(N, K*C)`` (any strides), or None.
+        scratch: from :func:`grid_sgd_scratch` for this shape (made here when None).
+
+    Returns:
+        ``(loss (K,), lr (K,))``: the loss (the norms when ``data_loss`` is None), a new tensor,
+        and the step's learning rates, a view of ``scratch`` (overwritten by the next call).
     """
-    if W_flat.dtype != torch.float32 or not W_flat.is_contiguous() or W_flat.shape[1] != K * C:
+    # Called every SGD step: the checks are kept to plain comparisons (Python work here costs
+    # two to three times its isolated time next to the step's matrix products).
+    f32 = torch.float32
+    if W_flat.dtype != f32 or W_flat.dim() != 2 or W_flat.shape[1] != K * C or not W_flat.is_contiguous():
         return None
-    if scale.dtype != torch.float32 or scale.numel() != K * C:
+    for v in (base_lr, reg, live) if data_loss is None else (base_lr, reg, live, data_loss):
+        if v.dtype != f32 or v.shape != (K,) or not v.is_contiguous():
+            return None
+    if dscores is not None and (dscores.dtype != f32 or dscores.dim() != 2 or dscores.shape[1] != K * C):
         return None
-    lib = _applies(W_flat, scale)
+    lib = _applies(W_flat, base_lr, reg, live, *[t for t in (data_loss, dscores) if t is not None])
     if lib is None:
         return None
-    scale = scale.contiguous()
     D = W_flat.shape[0]
-    out = torch.empty(K, dtype=torch.float32)
-    partial = torch.empty(-(-D // NORM_ROWS_PER_BLOCK) * K * C, dtype=torch.float32)
-    lib.ll_scale_sq_norms(W_flat.data_ptr(), D, K, C, scale.data_ptr(), out.data_ptr(), partial.data_ptr(),
-                          torch.get_num_threads())  # fmt: skip
-    return out
+    size = (-(-D // NORM_ROWS_PER_BLOCK) + 1) * K * C + K
+    if scratch is None or scratch.numel() != size or scratch.dtype != f32 or scratch.device.type != "cpu":
+        scratch = grid_sgd_scratch(D, K, C)
+    loss, lr = torch.empty(K, dtype=f32), scratch[-K:]
+    N, sn, sc = (0, 0, 0) if dscores is None else (dscores.shape[0], *dscores.stride())
+    lib.ll_grid_sgd_prepare(W_flat.data_ptr(), D, K, C, base_lr.data_ptr(), reg.data_ptr(), live.data_ptr(), decay,
+                            None if data_loss is None else data_loss.data_ptr(), loss.data_ptr(), lr.data_ptr(),
+                            None if dscores is None else dscores.data_ptr(), N, sn, sc, scratch.data_ptr(),
+                            torch.get_num_threads())  # fmt: skip
+    return loss, lr

@@ -14,7 +14,7 @@ import torch
 from lit_linear import native
 from lit_linear.classifier import preprocess
 from lit_linear.losses import SCORES_GRAD, grid_loss_factored, grid_scores, grid_sq_norms
-from lit_linear.optim import scale_sq_norms
+from lit_linear.optim import GridSGD
 
 needs_compiler = pytest.mark.skipif(
     shutil.which(os.environ.get("CC") or "cc") is None, reason="no C compiler: the PyTorch fallback is what runs"
@@ -94,16 +94,46 @@ def test_preprocessing_equals_the_pytorch_preprocessing(monkeypatch):
     assert torch.equal(got[:, -1], torch.ones(37))
 
 
+def optimizer_state(K, g):
+    """GridSGD's per-config state as a step finds it: some configs already frozen."""
+    live = (torch.rand(K, generator=g) > 0.2).float()
+    return {"lr": torch.rand(K, generator=g), "reg": torch.rand(K, generator=g) * 1e-2, "live": live}
+
+
 @needs_compiler
-@pytest.mark.parametrize("K,C", [(1, 10), (25, 10), (4, 3)])
-def test_scaled_norms_equal_norms_then_scaling(K, C):
+@pytest.mark.parametrize("K,C,transposed", [(1, 10, False), (25, 10, False), (4, 3, True)])
+def test_optimizer_work_equals_its_pytorch_definition(K, C, transposed):
+    """Learning rates, the regulariser's norms and shrink, freezing and the scaled dscores: one call."""
     g = torch.Generator().manual_seed(K)
     W = torch.randn(3073, K * C, generator=g)
-    scale = torch.rand(1, K * C, generator=g)
-    want_norms, want_W = grid_sq_norms(W, K, C), W * scale
-    got = native.scale_sq_norms(W, scale, K, C)
-    assert torch.allclose(got, want_norms, rtol=1e-5)
-    assert torch.equal(W, want_W)
+    data_loss = torch.rand(K, generator=g)
+    data_loss[K // 2] = math.inf if K > 1 else data_loss[0]  # a config that diverges in this step
+    dscores = torch.randn(K * C, 64, generator=g).t() if transposed else torch.randn(64, K * C, generator=g)
+    state = optimizer_state(K, g)
+    want = [W.clone(), dscores.clone(), {k: v.clone() for k, v in state.items()}]
+    want_loss, want_lr = GridSGD._prepare(want[0], want[2], 0.5, data_loss, want[1], K, C)
+
+    loss, lr = native.grid_sgd_prepare(W, state["lr"], state["reg"], state["live"], 0.5, data_loss, dscores, K, C)
+    assert torch.equal(W, want[0]), "the shrink is the same multiplication"
+    assert torch.equal(lr, want_lr) and torch.equal(state["live"], want[2]["live"])
+    assert torch.equal(dscores, want[1])
+    assert torch.allclose(loss, want_loss, rtol=1e-5) and torch.isinf(loss).tolist() == torch.isinf(want_loss).tolist()
+    if K > 1:
+        assert state["live"][K // 2] == 0 and lr[K // 2] == 0, "a non-finite loss freezes its config"
+
+
+@needs_compiler
+def test_optimizer_work_without_a_loss_or_factors_only_shrinks():
+    g = torch.Generator().manual_seed(5)
+    W = torch.randn(300, 40, generator=g)
+    state = optimizer_state(4, g)
+    live = state["live"].clone()
+    want = W.clone()
+    _, want_lr = GridSGD._prepare(want, {k: v.clone() for k, v in state.items()}, 1.0, None, None, 4, 10)
+    norms, lr = native.grid_sgd_prepare(W, state["lr"], state["reg"], state["live"], 1.0, None, None, 4, 10)
+    assert torch.equal(W, want) and torch.equal(lr, want_lr)
+    assert torch.equal(state["live"], live), "no loss: nothing is frozen"
+    assert torch.allclose(norms, grid_sq_norms(want, 4, 10) / (1 - 2 * want_lr * state["reg"]) ** 2, rtol=1e-4)
 
 
 @needs_compiler
@@ -112,14 +142,16 @@ def test_results_do_not_depend_on_the_number_of_threads():
     W0 = torch.randn(3073, 200, generator=g) * 1e-3
     scores0 = torch.randn(200, 200, generator=g)  # the products' own rounding may depend on threads; not tested here
     y = torch.randint(0, 10, (200,), generator=g)
-    scale = torch.rand(1, 200, generator=g)
+    state = optimizer_state(20, g)
     threads = torch.get_num_threads()
     out = []
     try:
         for n in (1, 3):
             torch.set_num_threads(n)
-            scores, W = scores0.clone(), W0.clone()
-            out.append((native.scores_grad("softmax", scores, y, 20, 10), scores, native.scale_sq_norms(W, scale, 20, 10), W))
+            scores, W, live = scores0.clone(), W0.clone(), state["live"].clone()
+            data_loss = native.scores_grad("softmax", scores, y, 20, 10)
+            loss, lr = native.grid_sgd_prepare(W, state["lr"], state["reg"], live, 0.9, data_loss, scores, 20, 10)
+            out.append((data_loss, scores, loss, lr, W))
     finally:
         torch.set_num_threads(threads)
     for a, b in zip(*out):
@@ -128,18 +160,22 @@ def test_results_do_not_depend_on_the_number_of_threads():
 
 @pytest.mark.parametrize("loss", ["softmax", "svm"])
 def test_training_maths_agrees_with_and_without_the_kernels(loss, monkeypatch):
-    """What the kernels replace, end to end: one factored loss and a regularised update."""
+    """What the kernels replace, end to end: three regularised GridSGD steps on factored losses."""
     g = torch.Generator().manual_seed(7)
-    W = torch.randn(300, 6, 10, generator=g) * 1e-2
+    W0 = torch.randn(300, 6, 10, generator=g) * 1e-2
     X, y = torch.randn(64, 300, generator=g), torch.randint(0, 10, (64,), generator=g)
-    scale = torch.rand(1, 60, generator=g)
     results = []
     for switch in ("1", "0"):
         monkeypatch.setenv("LIT_LINEAR_NATIVE", switch)
-        Wc = W.clone()
-        data_loss, dscores = grid_loss_factored(loss, Wc, X, y)
-        norms = scale_sq_norms(Wc.view(300, 60), scale, 6, 10)
-        results.append((data_loss, dscores, norms, Wc))
+        W = W0.clone()
+        opt = GridSGD([W], lr=[0.1, 0.5, 1.0, 0.1, 0.5, 1.0], reg=[1e-3] * 3 + [1e-1] * 3, lr_decay=0.5, lr_decay_every=2)
+
+        def closure():
+            data_loss, dscores = grid_loss_factored(loss, W, X, y)
+            return data_loss, X, dscores
+
+        losses = [opt.step(closure) for _ in range(3)]
+        results.append((torch.stack(losses), W))
     for a, b in zip(*results):
         assert torch.allclose(a, b, rtol=1e-5, atol=1e-7)
 
@@ -162,8 +198,10 @@ def test_switched_off_by_the_environment(pytorch_only):
 def test_not_used_for_other_dtypes_devices_or_autograd():
     y = torch.zeros(4, dtype=torch.long)
     assert native.scores_grad("softmax", torch.randn(4, 10, dtype=torch.float64), y, 1, 10) is None
-    W = torch.randn(5, 10, requires_grad=True)
-    assert native.scale_sq_norms(W, torch.ones(1, 10), 1, 10) is None, "autograd must see the PyTorch ops"
+    W, state = torch.randn(5, 10, requires_grad=True), optimizer_state(1, torch.Generator().manual_seed(0))
+    assert native.grid_sgd_prepare(W, *state.values(), 1.0, None, None, 1, 10) is None, "autograd must see the PyTorch ops"
+    W64 = torch.randn(5, 10, dtype=torch.float64)
+    assert native.grid_sgd_prepare(W64, *state.values(), 1.0, None, None, 1, 10) is None
     with pytest.raises(ValueError, match="loss must be one of softmax, svm"):
         native.scores_grad("hinge", torch.randn(4, 10), y, 1, 10)
 

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from lit_linear.optim import GridSGD
 
@@ -77,32 +78,58 @@ def test_state_round_trips_through_state_dict():
     assert opt2.diverged().tolist() == [False, True]
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32 (compiled on the CPU)"])
 @pytest.mark.parametrize("K", [1, 8], ids=["narrow grid", "wide grid"])
-def test_factored_gradient_and_reg_give_the_textbook_update(K):
+def test_factored_gradient_and_reg_give_the_textbook_update(K, dtype):
     """(data_loss, X, dscores) from the closure: W <- W - lr * (X.T @ dscores + 2 reg W), the product never formed."""
     g = torch.Generator().manual_seed(1)
+    tol = {"rtol": 1e-12, "atol": 1e-14} if dtype == torch.float64 else {"rtol": 1e-5, "atol": 1e-6}
     D, C, N = 30, 10, 7  # K*C = 10 takes the swapped-operand path, 80 the addmm_ path
-    lrs, regs = torch.linspace(0.1, 0.9, K, dtype=torch.float64), torch.linspace(0.0, 0.3, K, dtype=torch.float64)
-    W = torch.nn.Parameter(torch.randn(D, K, C, generator=g, dtype=torch.float64))
-    X = torch.randn(N, D, generator=g, dtype=torch.float64)
-    dscores = torch.randn(N, K * C, generator=g, dtype=torch.float64)
+    lrs, regs = torch.linspace(0.1, 0.9, K, dtype=dtype), torch.linspace(0.0, 0.3, K, dtype=dtype)
+    W = torch.nn.Parameter(torch.randn(D, K, C, generator=g, dtype=dtype))
+    X = torch.randn(N, D, generator=g, dtype=dtype)
+    dscores = torch.randn(N, K * C, generator=g, dtype=dtype)
+    given = dscores.clone()  # the closure's scratch: the step scales it by lr in place
     before = W.detach().clone()
     opt = GridSGD([W], lr=lrs.tolist(), reg=regs.tolist())
-    data_loss = torch.ones(K, dtype=torch.float64)
-    loss = opt.step(lambda: (data_loss, X, dscores))
+    data_loss = torch.ones(K, dtype=dtype)
+    loss = opt.step(lambda: (data_loss, X, given))
     # The optimizer adds the regulariser to the data loss, with the norms of W before the step.
-    assert torch.allclose(loss, data_loss + regs * before.square().sum(dim=(0, 2)), rtol=1e-12)
+    assert torch.allclose(loss, data_loss + regs * before.square().sum(dim=(0, 2)), **tol)
+    assert torch.allclose(given, dscores * lrs.repeat_interleave(C), **tol)
     grad = (X.t() @ dscores).view(D, K, C) + 2 * regs.view(1, K, 1) * before
     expected = before - lrs.view(1, K, 1) * grad
-    assert torch.allclose(W.detach(), expected, rtol=1e-12, atol=1e-14)
+    assert torch.allclose(W.detach(), expected, **tol)
     # The same update from a dense data gradient in W.grad.
     W2 = torch.nn.Parameter(before.clone())
     W2.grad = (X.t() @ dscores).view(D, K, C)
-    assert torch.allclose(GridSGD([W2], lr=lrs.tolist(), reg=regs.tolist()).step(lambda: data_loss), loss, rtol=1e-12)
-    assert torch.allclose(W2.detach(), expected, rtol=1e-12, atol=1e-14)
+    assert torch.allclose(GridSGD([W2], lr=lrs.tolist(), reg=regs.tolist()).step(lambda: data_loss), loss, **tol)
+    assert torch.allclose(W2.detach(), expected, **tol)
 
 
 def test_reg_needs_one_value_per_learning_rate():
     W = torch.nn.Parameter(torch.zeros(3, 2, 2))
     with pytest.raises(ValueError, match="reg has 1 values for 2 learning rates"):
         GridSGD([W], lr=[0.1, 0.2], reg=[0.1])
+
+
+def test_step_hooks_and_the_profiler_range_run_as_for_any_torch_optimizer():
+    """GridSGD steps outside torch's wrapper only while no hook is registered and no profiler runs."""
+    W, opt = make([0.1, 0.2])
+    calls = []
+    opt.register_step_pre_hook(lambda o, args, kwargs: calls.append("pre"))
+    opt.register_step_post_hook(lambda o, args, kwargs: calls.append("post"))
+    handle = register_optimizer_step_post_hook(lambda o, args, kwargs: calls.append("global"))
+    try:
+        W.grad = torch.ones_like(W)
+        before = W.detach().clone()
+        opt.step()
+    finally:
+        handle.remove()
+    assert calls == ["pre", "post", "global"]
+    assert torch.allclose(W.detach(), before - torch.tensor([0.1, 0.2], dtype=W.dtype).view(1, 2, 1))
+    _, bare = make([0.1])
+    bare.param_groups[0]["params"][0].grad = torch.ones(4, 1, 3, dtype=torch.float64)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        bare.step()
+    assert "Optimizer.step#GridSGD.step" in {e.name for e in prof.events()}
