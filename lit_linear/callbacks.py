@@ -29,6 +29,7 @@ from tensorboard.compat.proto import summary_pb2
 from torch import Tensor
 from torch.utils.tensorboard import SummaryWriter
 
+from lit_linear import event_crc
 from lit_linear.hparams import (
     STATUS_FAILURE,
     STATUS_SUCCESS,
@@ -94,6 +95,7 @@ class SweepTensorBoard(Callback):
             # with its default default_hp_metric=True writes an hp_metric session in the main run.
             self._logger._default_hp_metric = False
             rank_zero_info("SweepTensorBoard: the logger's hp_metric session is turned off; every config has its own")
+        event_crc.install()  # checksums in compiled code: 4.5 ms -> 20 us per template image
         log_dir = self._logger.log_dir
         self._writers = [SummaryWriter(os.path.join(log_dir, config_name(lr, reg))) for lr, reg in pl_module.configs]
         if self.hparams:

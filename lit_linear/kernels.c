@@ -233,3 +233,37 @@ void ll_grid_sgd_prepare(float *W, int64_t D, int64_t K, int64_t C, const float 
         }
     }
 }
+/* --- CRC-32C (Castagnoli), for TensorBoard's event records (lit_linear/event_crc.py) ----------- */
+
+static uint32_t crc_table[8][256];
+static int crc_ready = 0;
+
+static void crc_init(void) {
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
+        for (int k = 0; k < 8; k++) c = c & 1 ? (c >> 1) ^ 0x82F63B78u : c >> 1;
+        crc_table[0][i] = c;
+    }
+    for (uint32_t i = 0; i < 256; i++)
+        for (int t = 1; t < 8; t++) crc_table[t][i] = (crc_table[t - 1][i] >> 8) ^ crc_table[0][crc_table[t - 1][i] & 0xFF];
+    crc_ready = 1;
+}
+
+/* CRC-32C of n bytes, eight at a time ("slicing by 8"); the same value as TensorFlow's crc32c. The
+ * tables are built on the first call (idempotent, so a race between threads only repeats work). */
+uint32_t ll_crc32c(const uint8_t *data, int64_t n) {
+    if (!crc_ready) crc_init();
+    uint32_t c = 0xFFFFFFFFu;
+    while (n >= 8) {
+        uint32_t lo = c ^ ((uint32_t)data[0] | (uint32_t)data[1] << 8 | (uint32_t)data[2] << 16 | (uint32_t)data[3] << 24);
+        uint32_t hi = (uint32_t)data[4] | (uint32_t)data[5] << 8 | (uint32_t)data[6] << 16 | (uint32_t)data[7] << 24;
+        c = crc_table[7][lo & 0xFF] ^ crc_table[6][(lo >> 8) & 0xFF] ^ crc_table[5][(lo >> 16) & 0xFF] ^
+            crc_table[4][lo >> 24] ^ crc_table[3][hi & 0xFF] ^ crc_table[2][(hi >> 8) & 0xFF] ^
+            crc_table[1][(hi >> 16) & 0xFF] ^ crc_table[0][hi >> 24];
+        data += 8;
+        n -= 8;
+    }
+    while (n-- > 0) c = (c >> 8) ^ crc_table[0][(c ^ *data++) & 0xFF];
+    return c ^ 0xFFFFFFFFu;
+}
+

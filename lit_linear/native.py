@@ -11,7 +11,8 @@ What: ``kernels.c`` transcribes the PyTorch code line for line:
 :func:`~lit_linear.classifier.preprocess`, :func:`~lit_linear.losses.softmax_scores_grad`,
 :func:`~lit_linear.losses.svm_scores_grad`, and ``GridSGD._prepare`` in
 :mod:`lit_linear.optim`. That PyTorch code stays the definition. The tests check that both
-give the same numbers, up to float32 rounding, and run the fallback too.
+give the same numbers, up to float32 rounding, and run the fallback too. One more kernel is
+not the step's: the CRC-32C of TensorBoard's event records (:mod:`lit_linear.event_crc`).
 
 How: the first call in a process compiles ``kernels.c`` with the system C compiler (``$CC``, else
 ``cc``; 0.4 s here). It uses ``-O3 -march=native -fopenmp`` and writes the library to a cache
@@ -57,6 +58,7 @@ _state: dict = {"lib": None, "tried": False, "reason": None}
 _i64, _f32, _int, _ptr = ctypes.c_int64, ctypes.c_float, ctypes.c_int, ctypes.c_void_p
 _SIGNATURES = {
     "ll_preprocess": (None, [_ptr, _i64, _i64, _ptr, _f32, _ptr, _int]),
+    "ll_crc32c": (ctypes.c_uint32, [ctypes.c_char_p, _i64]),
     "ll_scores_grad": (_int, [_int, _ptr, _i64, _i64, _i64, _i64, _i64, _ptr, _ptr, _ptr, _int]),
     "ll_grid_sgd_prepare": (None, [_ptr, _i64, _i64, _i64, _ptr, _ptr, _ptr, _f32, _ptr, _ptr, _ptr, _ptr, _i64, _i64,
                                    _i64, _ptr, _int]),
@@ -249,3 +251,11 @@ def grid_sgd_prepare(W_flat: Tensor, base_lr: Tensor, reg: Tensor, live: Tensor,
                             None if dscores is None else dscores.data_ptr(), N, sn, sc, scratch.data_ptr(),
                             torch.get_num_threads())  # fmt: skip
     return loss, lr
+
+
+def crc32c(data: bytes) -> int | None:
+    """CRC-32C (Castagnoli) of ``data``, as TensorFlow and TensorBoard compute it; None without the kernels."""
+    lib = library()
+    if lib is None:
+        return None
+    return int(lib.ll_crc32c(data, len(data)))
