@@ -15,7 +15,7 @@ from lightning.pytorch.callbacks import Callback
 
 from lit_linear.classifier import preprocess
 from lit_linear.data import CIFARDataModule, TrainBatches
-from lit_linear.losses import grid_loss_factored
+from lit_linear.losses import grid_loss_factored, softmax_loss_vectorized, svm_loss_vectorized
 from lit_linear.optim import GridSGD
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -79,6 +79,34 @@ def plain_loop(
     for t in range(steps):
         b = batches.batch(t)
         X = sgd_step(optimizer, loss, W, b.images, b.labels, dm.pixel_mean, X)
+    return W
+
+
+def course_loop(
+    dm: CIFARDataModule,
+    loss: str,
+    lr: float,
+    reg: float,
+    steps: int,
+    lr_decay: float,
+    lr_decay_every: int,
+    W0: torch.Tensor,
+    seed: int = 0,
+) -> torch.Tensor:
+    """The course's training loop for one config: ``loss, dW = <loss>_loss_vectorized(W, X, y, reg)``,
+    then ``W -= lr * dW``; returns ``W (D, C)``.
+
+    Plain PyTorch and the package's vectorized loss, as a student writes it; the same minibatches
+    (the package's sampler) and learning-rate schedule as the module, so that it trains the same
+    config (up to float32 rounding: the regulariser's gradient is added in another order).
+    """
+    loss_fn = {"softmax": softmax_loss_vectorized, "svm": svm_loss_vectorized}[loss]
+    W = W0.clone()
+    batches = TrainBatches(dm.train_images, dm.train_labels, dm.hparams.batch_size, seed)
+    for t in range(steps):
+        b = batches.batch(t)
+        _, dW = loss_fn(W, preprocess(b.images, dm.pixel_mean), b.labels, reg)
+        W -= (lr * lr_decay ** (t // lr_decay_every)) * dW
     return W
 
 
