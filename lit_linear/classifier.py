@@ -43,9 +43,9 @@ def preprocess(images: Tensor, pixel_mean: Tensor, dtype: torch.dtype | None = N
         X = out
     else:
         X = torch.empty(shape, dtype=dtype, device=images.device)  # (N, D)
-    neg_mean = pixel_mean.to(dtype).neg()
-    if native.preprocess(rows, neg_mean, X):  # one pass on the CPU (lit_linear.native)
+    if pixel_mean.dtype == dtype and native.preprocess(rows, pixel_mean, X):  # one pass on the CPU (lit_linear.native)
         return X
+    neg_mean = pixel_mean.to(dtype).neg()
     pixels = X[:, :-1]
     # -mean + pixels / 255 as one pass after the uint8 -> dtype copy, computed in `dtype` throughout.
     torch.add(neg_mean, pixels.copy_(rows), alpha=1.0 / 255.0, out=pixels)

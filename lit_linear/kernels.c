@@ -41,15 +41,16 @@ LL_INLINE float ll_exp(float x) {
 
 /* --- preprocessing ------------------------------------------------------------------------- */
 
-/* out (n, p + 1) = images (n, p) uint8 * scale + neg_mean (p,), then a column of ones. */
-void ll_preprocess(const uint8_t *images, int64_t n, int64_t p, const float *neg_mean, float scale, float *out,
+/* out (n, p + 1) = images (n, p) uint8 * scale - mean (p,), then a column of ones. (PyTorch adds
+ * -mean to scale * x, as one fused multiply-add: the same number.) */
+void ll_preprocess(const uint8_t *images, int64_t n, int64_t p, const float *mean, float scale, float *out,
                    int threads) {
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (int64_t i = 0; i < n; i++) {
         const uint8_t *row = images + i * p;
         float *o = out + i * (p + 1);
 #pragma omp simd
-        for (int64_t j = 0; j < p; j++) o[j] = neg_mean[j] + scale * (float)row[j];
+        for (int64_t j = 0; j < p; j++) o[j] = scale * (float)row[j] - mean[j];
         o[p] = 1.0f;
     }
 }

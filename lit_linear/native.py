@@ -148,26 +148,27 @@ def _applies(*tensors: Tensor) -> ctypes.CDLL | None:
     return library()
 
 
-def preprocess(rows: Tensor, neg_mean: Tensor, out: Tensor) -> bool:
-    """``out[:, :-1] = rows * (1/255) + neg_mean``, ``out[:, -1] = 1``; False (nothing written) if not applicable.
+def preprocess(rows: Tensor, mean: Tensor, out: Tensor) -> bool:
+    """``out[:, :-1] = rows * (1/255) - mean``, ``out[:, -1] = 1``; False (nothing written) if not applicable.
 
     Args:
         rows: ``(N, P)`` uint8.
-        neg_mean: ``(P,)`` float32, minus the pixel mean.
+        mean: ``(P,)`` float32, the pixel mean.
         out: ``(N, P + 1)`` float32, contiguous.
     """
-    if not (rows.dtype == torch.uint8 and out.dtype == torch.float32 and neg_mean.dtype == torch.float32):
+    # Called every SGD step: plain comparisons only (see grid_sgd_prepare).
+    if rows.dtype != torch.uint8 or out.dtype != torch.float32 or mean.dtype != torch.float32:
         return False
-    if not (rows.is_contiguous() and out.is_contiguous() and neg_mean.is_contiguous()):
+    if not (rows.is_contiguous() and out.is_contiguous() and mean.is_contiguous()):
         return False
     n, p = rows.shape
-    if neg_mean.shape != (p,) or out.shape != (n, p + 1):
-        raise ValueError(f"rows {tuple(rows.shape)} need neg_mean ({p},) and out ({n}, {p + 1}); got "
-                         f"{tuple(neg_mean.shape)} and {tuple(out.shape)}")  # fmt: skip
-    lib = _applies(rows, neg_mean, out)
+    if mean.shape != (p,) or out.shape != (n, p + 1):
+        raise ValueError(f"rows {tuple(rows.shape)} need mean ({p},) and out ({n}, {p + 1}); got "
+                         f"{tuple(mean.shape)} and {tuple(out.shape)}")  # fmt: skip
+    lib = _applies(rows, mean, out)
     if lib is None:
         return False
-    lib.ll_preprocess(rows.data_ptr(), n, p, neg_mean.data_ptr(), 1.0 / 255.0, out.data_ptr(), torch.get_num_threads())
+    lib.ll_preprocess(rows.data_ptr(), n, p, mean.data_ptr(), 1.0 / 255.0, out.data_ptr(), torch.get_num_threads())
     return True
 
 
