@@ -82,17 +82,8 @@ def plain_loop(
     return W
 
 
-def course_loop(
-    dm: CIFARDataModule,
-    loss: str,
-    lr: float,
-    reg: float,
-    steps: int,
-    lr_decay: float,
-    lr_decay_every: int,
-    W0: torch.Tensor,
-    seed: int = 0,
-) -> torch.Tensor:
+def course_loop(dm: CIFARDataModule, loss: str, lr: float, reg: float, steps: int, lr_decay: float, lr_decay_every: int,
+                W0: torch.Tensor, seed: int = 0) -> torch.Tensor:  # fmt: skip
     """The course's training loop for one config: ``loss, dW = <loss>_loss_vectorized(W, X, y, reg)``,
     then ``W -= lr * dW``; returns ``W (D, C)``.
 
