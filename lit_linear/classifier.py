@@ -53,6 +53,22 @@ def preprocess(images: Tensor, pixel_mean: Tensor, dtype: torch.dtype | None = N
     return X
 
 
+def gather_features(split: Tensor, rows: Tensor, pixel_mean: Tensor, dtype: torch.dtype | None = None,
+                    out: Tensor | None = None) -> Tensor:  # fmt: skip
+    """:func:`preprocess` of the rows ``rows (N,)`` of a ``(M, 3072)`` uint8 split: ``X (N, 3073)``.
+
+    On the CPU the gather and the preprocessing are one compiled pass (:mod:`lit_linear.native`),
+    so the rows are never copied out of the split on their own.
+    """
+    dtype = dtype or pixel_mean.dtype
+    shape = (rows.shape[0], split.shape[1] + 1)
+    if out is None or out.shape != shape or out.dtype != dtype or out.device != split.device:
+        out = torch.empty(shape, dtype=dtype, device=split.device)
+    if pixel_mean.dtype == dtype and native.gather_preprocess(split, rows, pixel_mean, out):
+        return out
+    return preprocess(split.index_select(0, rows), pixel_mean, dtype, out=out)
+
+
 class LinearClassifier(nn.Module):
     """A trained linear classifier over raw CIFAR images.
 

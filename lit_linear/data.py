@@ -44,12 +44,51 @@ class Batch(NamedTuple):
     index: Tensor  # (n,) int64
 
 
+class TrainBlock:
+    """The minibatches of ``m`` SGD steps as row numbers into their split, not yet copied out of it.
+
+    What :class:`TrainBatches` yields with ``steps_per_batch`` m > 1. The module gathers each step's
+    rows as it turns them into features (one compiled pass on the CPU,
+    :func:`lit_linear.classifier.gather_features`) rather than first copying all m steps' rows
+    (30 MB at the shipped settings) into a block and reading them back.
+
+    Attributes:
+        source: ``(N, 3072)`` uint8, the whole split (a reference, not a copy).
+        labels: ``(m, n)`` int64.
+        index: ``(m, n)`` int64, the rows of ``source`` of each step.
+    """
+
+    __slots__ = ("source", "labels", "index", "_images", "_pool")
+
+    def __init__(self, source: Tensor, labels: Tensor, index: Tensor, pool: BufferPool | None = None) -> None:
+        self.source, self.labels, self.index = source, labels, index
+        self._images: Tensor | None = None
+        self._pool = pool
+
+    @property
+    def images(self) -> Tensor:
+        """``(m, n, 3072)`` uint8: the rows gathered, on first use, for a reader other than the module."""
+        if self._images is None:
+            rows = self.index.reshape(-1)
+            out = None if self._pool is None else self._pool.get((rows.numel(), self.source.shape[1]), self.source.dtype,
+                                                                 self.source.device)  # fmt: skip
+            self._images = torch.index_select(self.source, 0, rows, out=out).view(*self.index.shape, -1)
+        return self._images
+
+    def to(self, *args: Any, **kwargs: Any) -> TrainBlock:
+        """The block with its tensors moved (what Lightning calls to place a batch on a device)."""
+        return TrainBlock(self.source.to(*args, **kwargs), self.labels.to(*args, **kwargs), self.index.to(*args, **kwargs))
+
+    def __repr__(self) -> str:
+        return f"TrainBlock(steps={self.index.shape[0]}, rows per step={self.index.shape[1]}, split={tuple(self.source.shape)})"
+
+
 class TrainBatches:
     """Endless training minibatches drawn without replacement, epoch by epoch.
 
-    Iterating yields one :class:`Batch` per ``steps_per_batch`` SGD steps: with 1, the step's
-    ``(n, 3072)`` rows; with m > 1, the next m steps' rows stacked as ``(m, n, 3072)`` (labels and
-    index ``(m, n)``), gathered at once.
+    Iterating yields one batch per ``steps_per_batch`` SGD steps: with 1, a :class:`Batch` of the
+    step's ``(n, 3072)`` rows; with m > 1, a :class:`TrainBlock` of the next m steps (labels and
+    index ``(m, n)``), whose rows the module gathers step by step.
 
     Args:
         images: ``(N, 3072)`` uint8, on the training device.
@@ -124,12 +163,10 @@ class TrainBatches:
         index = self._share(step)  # (share,)
         return Batch(self._gather(index), self.labels.index_select(0, index), index)
 
-    def block(self, step: int) -> Batch:
-        """Steps ``step .. step + steps_per_batch - 1`` stacked: ``(m, share, 3072)`` images, one gather."""
+    def block(self, step: int) -> TrainBlock:
+        """Steps ``step .. step + steps_per_batch - 1``: their ``(m, share)`` rows and labels, nothing copied."""
         index = torch.stack([self._share(step + j) for j in range(self.steps_per_batch)])  # (m, share)
-        flat = index.view(-1)
-        images = self._gather(flat).view(*index.shape, -1)
-        return Batch(images, self.labels.index_select(0, flat).view(index.shape), index)
+        return TrainBlock(self.images, self.labels.index_select(0, index.view(-1)).view(index.shape), index, self._buffers)
 
     def _gather(self, rows: Tensor) -> Tensor:
         """``images[rows]``, ``(len(rows), 3072)``, written into a buffer that no earlier batch still uses."""
@@ -137,7 +174,7 @@ class TrainBatches:
         # index_select, not images[rows]: the advanced-indexing gather is ~15x slower on the CPU.
         return torch.index_select(self.images, 0, rows, out=out)
 
-    def __iter__(self) -> Iterator[Batch]:
+    def __iter__(self) -> Iterator[Batch | TrainBlock]:
         step = self.first_step
         while True:
             yield self.batch(step) if self.steps_per_batch == 1 else self.block(step)
@@ -355,6 +392,8 @@ class CIFARDataModule(pl.LightningDataModule):
         # Every split already lives on the training device: skip Lightning's generic walk over
         # the batch (a tenth of a millisecond per step on the CPU).
         if isinstance(batch, Batch) and batch.images.device == device:
+            return batch
+        if isinstance(batch, TrainBlock) and batch.source.device == device:
             return batch
         return super().transfer_batch_to_device(batch, device, dataloader_idx)
 

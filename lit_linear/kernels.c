@@ -55,6 +55,23 @@ void ll_preprocess(const uint8_t *images, int64_t n, int64_t p, const float *mea
     }
 }
 
+/* The same for rows rows[0..n) of a split of num_rows rows: the minibatch's gather and its
+ * preprocessing in one pass. Returns 0; -1 (nothing written) if a row lies outside the split. */
+int ll_gather_preprocess(const uint8_t *split, int64_t num_rows, const int64_t *rows, int64_t n, int64_t p,
+                         const float *mean, float scale, float *out, int threads) {
+    for (int64_t i = 0; i < n; i++)
+        if (rows[i] < 0 || rows[i] >= num_rows) return -1;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t i = 0; i < n; i++) {
+        const uint8_t *row = split + rows[i] * p;
+        float *o = out + i * (p + 1);
+#pragma omp simd
+        for (int64_t j = 0; j < p; j++) o[j] = scale * (float)row[j] - mean[j];
+        o[p] = 1.0f;
+    }
+    return 0;
+}
+
 /* --- loss heads: scores (N, K*C) -> data loss (K,), and dL/dscores written over the scores ---- */
 
 /* Row n of the softmax head. s points at the row's first score; sc is the stride between its

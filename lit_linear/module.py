@@ -24,8 +24,8 @@ import torch
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from lit_linear.classifier import LinearClassifier, preprocess
-from lit_linear.data import steps_per_batch
+from lit_linear.classifier import LinearClassifier, gather_features, preprocess
+from lit_linear.data import Batch, TrainBlock, steps_per_batch
 from lit_linear.errors import ConfigError, LitLinearError, SweepDivergedError
 from lit_linear.losses import SCORES_GRAD, grid_loss_factored
 from lit_linear.metrics import GridAccuracy
@@ -149,21 +149,30 @@ class LinearClassifierModule(pl.LightningModule):
     def _features(self, images: Tensor) -> Tensor:
         return preprocess(images, self.pixel_mean, self.W.dtype)  # (N, D)
 
-    def training_step(self, batch, batch_idx: int) -> None:
-        """One SGD step per minibatch: ``(n, 3072)`` images, or ``(m, n, 3072)`` with ``data.steps_per_batch`` m."""
-        images, labels = batch.images, batch.labels
-        if images.dim() == 2:
-            images, labels = images.unsqueeze(0), labels.unsqueeze(0)  # (1, n, 3072), (1, n)
+    def training_step(self, batch: Batch | TrainBlock, batch_idx: int) -> None:
+        """One SGD step per minibatch: a :class:`Batch` of ``(n, 3072)`` (or ``(m, n, 3072)``) images,
+        or a :class:`TrainBlock` of ``data.steps_per_batch`` m steps (``(m, n)`` rows of its split)."""
         optimizer = self.optimizers()
-        for step_images, step_labels in zip(images, labels):
+        dtype = self.W.dtype
+        if isinstance(batch, TrainBlock):
+            source, steps, m = batch.source, zip(batch.index, batch.labels), batch.index.shape[0]  # rows gathered per step
+        else:
+            images, labels = batch.images, batch.labels
+            if images.dim() == 2:
+                images, labels = images.unsqueeze(0), labels.unsqueeze(0)  # (1, n, 3072), (1, n)
+            source, steps, m = None, zip(images, labels), images.shape[0]
+        for rows, step_labels in steps:
             # One (n, D) feature buffer, reused: a fresh 2.4 MB tensor per step costs page faults.
-            X = preprocess(step_images, self.pixel_mean, self.W.dtype, out=self._x_buffer)
+            if source is None:
+                X = preprocess(rows, self.pixel_mean, dtype, out=self._x_buffer)
+            else:
+                X = gather_features(source, rows, self.pixel_mean, dtype, out=self._x_buffer)
             if X is not self._x_buffer:  # first step, or another size, dtype or device
                 self._x_buffer = X
             loss = optimizer.step(closure=self._closure(X, step_labels))  # (K,)
             # Accumulated on the device and read at validation: per-step logging would sync every step.
             self.loss_sum.add_(loss)
-        self.loss_steps.add_(images.shape[0])
+        self.loss_steps.add_(m)
 
     def _closure(self, X: Tensor, y: Tensor):
         """What GridSGD calls: the data loss ``(K,)`` and its gradient on the minibatch ``X (n, D)``, ``y (n,)``."""

@@ -59,6 +59,7 @@ _i64, _f32, _int, _ptr = ctypes.c_int64, ctypes.c_float, ctypes.c_int, ctypes.c_
 _SIGNATURES = {
     "ll_preprocess": (None, [_ptr, _i64, _i64, _ptr, _f32, _ptr, _int]),
     "ll_crc32c": (ctypes.c_uint32, [ctypes.c_char_p, _i64]),
+    "ll_gather_preprocess": (_int, [_ptr, _i64, _ptr, _i64, _i64, _ptr, _f32, _ptr, _int]),
     "ll_scores_grad": (_int, [_int, _ptr, _i64, _i64, _i64, _i64, _i64, _ptr, _ptr, _ptr, _int]),
     "ll_grid_sgd_prepare": (None, [_ptr, _i64, _i64, _i64, _ptr, _ptr, _ptr, _f32, _ptr, _ptr, _ptr, _ptr, _i64, _i64,
                                    _i64, _ptr, _int]),
@@ -169,6 +170,32 @@ def preprocess(rows: Tensor, mean: Tensor, out: Tensor) -> bool:
     if lib is None:
         return False
     lib.ll_preprocess(rows.data_ptr(), n, p, mean.data_ptr(), 1.0 / 255.0, out.data_ptr(), torch.get_num_threads())
+    return True
+
+
+def gather_preprocess(split: Tensor, rows: Tensor, mean: Tensor, out: Tensor) -> bool:
+    """:func:`preprocess` of ``split[rows]`` without copying the rows out first; False (nothing written) if not applicable.
+
+    Args:
+        split: ``(M, P)`` uint8, contiguous.
+        rows: ``(N,)`` int64, each in ``[0, M)``.
+        mean: ``(P,)`` float32, the pixel mean.
+        out: ``(N, P + 1)`` float32, contiguous.
+    """
+    if split.dtype != torch.uint8 or rows.dtype != torch.int64 or out.dtype != torch.float32 or mean.dtype != torch.float32:
+        return False
+    if not (split.is_contiguous() and rows.is_contiguous() and out.is_contiguous() and mean.is_contiguous()):
+        return False
+    (n,), (m, p) = rows.shape, split.shape
+    if mean.shape != (p,) or out.shape != (n, p + 1):
+        raise ValueError(f"a split of rows of {p} needs mean ({p},) and out ({n}, {p + 1}); got "
+                         f"{tuple(mean.shape)} and {tuple(out.shape)}")  # fmt: skip
+    lib = _applies(split, rows, mean, out)
+    if lib is None:
+        return False
+    if lib.ll_gather_preprocess(split.data_ptr(), m, rows.data_ptr(), n, p, mean.data_ptr(), 1.0 / 255.0, out.data_ptr(),
+                                torch.get_num_threads()):  # fmt: skip
+        raise IndexError(f"rows to gather must lie in [0, {m}), the rows of the split")
     return True
 
 

@@ -21,7 +21,7 @@ import lit_linear.cifar as cifar
 from conftest import CIFAR10_NAMES, cli_args, run_cli, write_cifar10
 from lit_linear.cifar import CIFAR100_CLASSES, PIXELS, load_split
 from lit_linear.classifier import preprocess
-from lit_linear.data import Batch, CIFARDataModule, EvalBatches, TrainBatches
+from lit_linear.data import Batch, CIFARDataModule, EvalBatches, TrainBatches, TrainBlock
 from lit_linear.errors import ConfigError, DataError
 
 
@@ -434,17 +434,22 @@ def test_train_accuracy_is_measured_on_a_fixed_sample_of_training_rows(tmp_path)
         CIFARDataModule(train_eval_size=0)
 
 
-def test_steps_per_batch_stacks_the_same_minibatches_in_one_gather(split):
+def test_steps_per_batch_yields_the_same_minibatches_as_rows_of_the_split(split):
     single = TrainBatches(*split, batch_size=10, seed=4)
     blocks = TrainBatches(*split, batch_size=10, seed=4, steps_per_batch=3, first_step=6)
     it = iter(blocks)
     for first in (6, 9):
         block = next(it)
-        assert block.images.shape == (3, 10, 3072) and block.labels.shape == (3, 10)
+        assert isinstance(block, TrainBlock)
+        assert block.source.data_ptr() == split[0].data_ptr(), "the split itself: no rows copied"
+        assert block.index.shape == block.labels.shape == (3, 10)
+        assert block.images.shape == (3, 10, 3072)  # gathered only when read
         for j in range(3):
             step = single.batch(first + j)
             assert torch.equal(block.images[j], step.images) and torch.equal(block.labels[j], step.labels)
             assert torch.equal(block.index[j], step.index)
+    moved = block.to(torch.device("cpu"), non_blocking=True)  # what Lightning's transfer to a device calls
+    assert isinstance(moved, TrainBlock) and torch.equal(moved.images, block.images)
 
 
 def test_resuming_between_the_steps_of_a_batch_is_refused(split):

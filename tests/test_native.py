@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from lit_linear import native
-from lit_linear.classifier import preprocess
+from lit_linear.classifier import gather_features, preprocess
 from lit_linear.losses import SCORES_GRAD, grid_loss_factored, grid_scores, grid_sq_norms
 from lit_linear.optim import GridSGD
 
@@ -92,6 +92,28 @@ def test_preprocessing_equals_the_pytorch_preprocessing(monkeypatch):
     want = preprocess(images, mean)
     assert torch.allclose(got, want, rtol=0, atol=1e-7)
     assert torch.equal(got[:, -1], torch.ones(37))
+
+
+@pytest.mark.parametrize("switch", ["1", "0"], ids=["compiled", "pytorch"])
+def test_gathered_features_equal_preprocessing_the_gathered_rows(switch, monkeypatch):
+    monkeypatch.setenv("LIT_LINEAR_NATIVE", switch)
+    g = torch.Generator().manual_seed(1)
+    split = torch.randint(0, 256, (50, 3072), dtype=torch.uint8, generator=g)
+    mean, rows = torch.rand(3072, generator=g), torch.randint(0, 50, (17,), generator=g)
+    out = torch.full((17, 3073), math.nan)
+    got = gather_features(split, rows, mean, out=out)
+    assert got is out, "written into the buffer it was given"
+    assert torch.equal(got, preprocess(split[rows], mean))
+
+
+@needs_compiler
+@pytest.mark.parametrize("row", [-1, 50])
+def test_a_row_outside_the_split_is_refused_not_read(row):
+    split, mean = torch.zeros(50, 3072, dtype=torch.uint8), torch.zeros(3072)
+    out = torch.zeros(2, 3073)
+    with pytest.raises(IndexError, match=r"\[0, 50\)"):
+        native.gather_preprocess(split, torch.tensor([3, row]), mean, out)
+    assert not out.any(), "nothing written"
 
 
 def optimizer_state(K, g):
