@@ -41,29 +41,17 @@ LL_INLINE float ll_exp(float x) {
 
 /* --- preprocessing ------------------------------------------------------------------------- */
 
-/* out (n, p + 1) = images (n, p) uint8 * scale - mean (p,), then a column of ones. (PyTorch adds
- * -mean to scale * x, as one fused multiply-add: the same number.) */
-void ll_preprocess(const uint8_t *images, int64_t n, int64_t p, const float *mean, float scale, float *out,
-                   int threads) {
-#pragma omp parallel for num_threads(threads) schedule(static)
-    for (int64_t i = 0; i < n; i++) {
-        const uint8_t *row = images + i * p;
-        float *o = out + i * (p + 1);
-#pragma omp simd
-        for (int64_t j = 0; j < p; j++) o[j] = scale * (float)row[j] - mean[j];
-        o[p] = 1.0f;
-    }
-}
-
-/* The same for rows rows[0..n) of a split of num_rows rows: the minibatch's gather and its
- * preprocessing in one pass. Returns 0; -1 (nothing written) if a row lies outside the split. */
-int ll_gather_preprocess(const uint8_t *split, int64_t num_rows, const int64_t *rows, int64_t n, int64_t p,
-                         const float *mean, float scale, float *out, int threads) {
-    for (int64_t i = 0; i < n; i++)
+/* out (n, p + 1) = split[rows[i]] (p uint8 each) * scale - mean (p,), then a column of ones; rows
+ * NULL: the first n rows in order. With rows, the minibatch's gather and its preprocessing are one
+ * pass. (PyTorch adds -mean to scale * x, as one fused multiply-add: the same number.) Returns 0;
+ * -1 (nothing written) if a row lies outside the split's num_rows. */
+int ll_preprocess(const uint8_t *split, int64_t num_rows, const int64_t *rows, int64_t n, int64_t p, const float *mean,
+                  float scale, float *out, int threads) {
+    for (int64_t i = 0; rows != NULL && i < n; i++)
         if (rows[i] < 0 || rows[i] >= num_rows) return -1;
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (int64_t i = 0; i < n; i++) {
-        const uint8_t *row = split + rows[i] * p;
+        const uint8_t *row = split + (rows != NULL ? rows[i] : i) * p;
         float *o = out + i * (p + 1);
 #pragma omp simd
         for (int64_t j = 0; j < p; j++) o[j] = scale * (float)row[j] - mean[j];

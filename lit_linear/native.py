@@ -57,9 +57,8 @@ _state: dict = {"lib": None, "tried": False, "reason": None}
 
 _i64, _f32, _int, _ptr = ctypes.c_int64, ctypes.c_float, ctypes.c_int, ctypes.c_void_p
 _SIGNATURES = {
-    "ll_preprocess": (None, [_ptr, _i64, _i64, _ptr, _f32, _ptr, _int]),
+    "ll_preprocess": (_int, [_ptr, _i64, _ptr, _i64, _i64, _ptr, _f32, _ptr, _int]),
     "ll_crc32c": (ctypes.c_uint32, [ctypes.c_char_p, _i64]),
-    "ll_gather_preprocess": (_int, [_ptr, _i64, _ptr, _i64, _i64, _ptr, _f32, _ptr, _int]),
     "ll_scores_grad": (_int, [_int, _ptr, _i64, _i64, _i64, _i64, _i64, _ptr, _ptr, _ptr, _int]),
     "ll_grid_sgd_prepare": (None, [_ptr, _i64, _i64, _i64, _ptr, _ptr, _ptr, _f32, _ptr, _ptr, _ptr, _ptr, _i64, _i64,
                                    _i64, _ptr, _int]),
@@ -157,44 +156,36 @@ def preprocess(rows: Tensor, mean: Tensor, out: Tensor) -> bool:
         mean: ``(P,)`` float32, the pixel mean.
         out: ``(N, P + 1)`` float32, contiguous.
     """
-    # Called every SGD step: plain comparisons only (see grid_sgd_prepare).
-    if rows.dtype != torch.uint8 or out.dtype != torch.float32 or mean.dtype != torch.float32:
-        return False
-    if not (rows.is_contiguous() and out.is_contiguous() and mean.is_contiguous()):
-        return False
-    n, p = rows.shape
-    if mean.shape != (p,) or out.shape != (n, p + 1):
-        raise ValueError(f"rows {tuple(rows.shape)} need mean ({p},) and out ({n}, {p + 1}); got "
-                         f"{tuple(mean.shape)} and {tuple(out.shape)}")  # fmt: skip
-    lib = _applies(rows, mean, out)
-    if lib is None:
-        return False
-    lib.ll_preprocess(rows.data_ptr(), n, p, mean.data_ptr(), 1.0 / 255.0, out.data_ptr(), torch.get_num_threads())
-    return True
+    return gather_preprocess(rows, None, mean, out)
 
 
-def gather_preprocess(split: Tensor, rows: Tensor, mean: Tensor, out: Tensor) -> bool:
-    """:func:`preprocess` of ``split[rows]`` without copying the rows out first; False (nothing written) if not applicable.
+def gather_preprocess(split: Tensor, rows: Tensor | None, mean: Tensor, out: Tensor) -> bool:
+    """:func:`preprocess` of ``split[rows]`` without copying the rows out first (``rows`` None: all
+    of ``split``, in order); False (nothing written) if not applicable.
 
     Args:
         split: ``(M, P)`` uint8, contiguous.
-        rows: ``(N,)`` int64, each in ``[0, M)``.
+        rows: ``(N,)`` int64, each in ``[0, M)``; or None.
         mean: ``(P,)`` float32, the pixel mean.
         out: ``(N, P + 1)`` float32, contiguous.
     """
-    if split.dtype != torch.uint8 or rows.dtype != torch.int64 or out.dtype != torch.float32 or mean.dtype != torch.float32:
+    # Called every SGD step: plain comparisons only (see grid_sgd_prepare).
+    if split.dtype != torch.uint8 or out.dtype != torch.float32 or mean.dtype != torch.float32:
         return False
-    if not (split.is_contiguous() and rows.is_contiguous() and out.is_contiguous() and mean.is_contiguous()):
+    if not (split.is_contiguous() and out.is_contiguous() and mean.is_contiguous()):
         return False
-    (n,), (m, p) = rows.shape, split.shape
+    if rows is not None and (rows.dtype != torch.int64 or not rows.is_contiguous()):
+        return False
+    m, p = split.shape
+    n = m if rows is None else rows.shape[0]
     if mean.shape != (p,) or out.shape != (n, p + 1):
-        raise ValueError(f"a split of rows of {p} needs mean ({p},) and out ({n}, {p + 1}); got "
+        raise ValueError(f"rows of {p} values need mean ({p},) and out ({n}, {p + 1}); got "
                          f"{tuple(mean.shape)} and {tuple(out.shape)}")  # fmt: skip
-    lib = _applies(split, rows, mean, out)
+    lib = _applies(split, mean, out) if rows is None else _applies(split, rows, mean, out)
     if lib is None:
         return False
-    if lib.ll_gather_preprocess(split.data_ptr(), m, rows.data_ptr(), n, p, mean.data_ptr(), 1.0 / 255.0, out.data_ptr(),
-                                torch.get_num_threads()):  # fmt: skip
+    if lib.ll_preprocess(split.data_ptr(), m, None if rows is None else rows.data_ptr(), n, p, mean.data_ptr(),
+                         1.0 / 255.0, out.data_ptr(), torch.get_num_threads()):  # fmt: skip
         raise IndexError(f"rows to gather must lie in [0, {m}), the rows of the split")
     return True
 
@@ -227,9 +218,14 @@ def scores_grad(loss: str, scores: Tensor, y: Tensor, K: int, C: int) -> Tensor 
     return data_loss
 
 
+def _scratch_size(D: int, K: int, C: int) -> int:
+    # As ll_grid_sgd_prepare lays it out: the shrink row, one row of partial sums per block, the lr.
+    return (-(-D // NORM_ROWS_PER_BLOCK) + 1) * K * C + K
+
+
 def grid_sgd_scratch(D: int, K: int, C: int) -> Tensor:
     """The scratch :func:`grid_sgd_prepare` needs for a ``(D, K*C)`` grid; a caller that steps often keeps one."""
-    return torch.empty((-(-D // NORM_ROWS_PER_BLOCK) + 1) * K * C + K, dtype=torch.float32)
+    return torch.empty(_scratch_size(D, K, C), dtype=torch.float32)
 
 
 def grid_sgd_prepare(W_flat: Tensor, base_lr: Tensor, reg: Tensor, live: Tensor, decay: float, data_loss: Tensor | None,
@@ -269,8 +265,7 @@ def grid_sgd_prepare(W_flat: Tensor, base_lr: Tensor, reg: Tensor, live: Tensor,
     if lib is None:
         return None
     D = W_flat.shape[0]
-    size = (-(-D // NORM_ROWS_PER_BLOCK) + 1) * K * C + K
-    if scratch is None or scratch.numel() != size or scratch.dtype != f32 or scratch.device.type != "cpu":
+    if scratch is None or scratch.numel() != _scratch_size(D, K, C) or scratch.dtype != f32 or scratch.device.type != "cpu":
         scratch = grid_sgd_scratch(D, K, C)
     loss, lr = torch.empty(K, dtype=f32), scratch[-K:]
     N, sn, sc = (0, 0, 0) if dscores is None else (dscores.shape[0], *dscores.stride())
