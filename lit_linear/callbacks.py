@@ -16,7 +16,6 @@ otherwise add the main run to the HParams table with other keys than the configs
 
 from __future__ import annotations
 
-import io
 import os
 from typing import Any
 
@@ -24,7 +23,6 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
-from PIL import Image
 from tensorboard.compat.proto import summary_pb2
 from torch import Tensor
 from torch.utils.tensorboard import SummaryWriter
@@ -38,6 +36,7 @@ from lit_linear.hparams import (
     session_end_summary,
     session_start_summary,
 )
+from lit_linear.png import encode_png
 from lit_linear.sweep import SweepResult, config_name
 from lit_linear.templates import template_grid
 
@@ -45,15 +44,13 @@ METRICS = {"acc/train": "train accuracy", "acc/val": "val accuracy", "loss/train
 
 
 def _add_png(writer: SummaryWriter, tag: str, image: Tensor, step: int) -> None:
-    """``writer.add_image`` for a ``(3, H, W)`` uint8 image, encoded with fast PNG compression.
+    """``writer.add_image`` for a ``(3, H, W)`` uint8 image, with a fast PNG encoding (:mod:`lit_linear.png`).
 
     ``add_image`` re-scales through float and compresses at PIL's default level: 12 ms an image
-    here against 2 ms, and a sweep writes one per config at the end of fit.
+    here against 1 ms, and a sweep writes one per config at the end of fit.
     """
     _, height, width = image.shape
-    buffer = io.BytesIO()
-    Image.fromarray(image.permute(1, 2, 0).contiguous().numpy()).save(buffer, format="PNG", compress_level=1)
-    png = summary_pb2.Summary.Image(height=height, width=width, colorspace=3, encoded_image_string=buffer.getvalue())
+    png = summary_pb2.Summary.Image(height=height, width=width, colorspace=3, encoded_image_string=encode_png(image))
     writer.file_writer.add_summary(summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=tag, image=png)]), step)
 
 

@@ -6,6 +6,7 @@ templates are rescaled to [0, 255] with one min/max, so their brightness can be 
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import numpy as np
@@ -51,18 +52,39 @@ def template_grid(W: Tensor, class_names: Sequence[str], scale: int = 3) -> Tens
     num_classes = templates.shape[0]
     if len(class_names) != num_classes:
         raise ValueError(f"{len(class_names)} class names for {num_classes} templates")
+    # The labelled background is the same for every config of a sweep: drawn once (text rendering
+    # is most of the cost), and only the tiles are written per image.
+    canvas = _labelled_background(tuple(class_names), scale).copy()  # (H, W, 3)
+    cols, tile = grid_columns(num_classes), 32 * scale
+    tiles = templates.permute(0, 2, 3, 1).numpy()  # (C, 32, 32, 3)
+    tiles = tiles.repeat(scale, axis=1).repeat(scale, axis=2)  # (C, tile, tile, 3), nearest neighbour
+    for c in range(num_classes):
+        x, y = _tile_origin(c, cols, tile)
+        canvas[y : y + tile, x : x + tile] = tiles[c]
+    return torch.from_numpy(canvas).permute(2, 0, 1)  # (3, H, W)
+
+
+def _tile_origin(c: int, cols: int, tile: int) -> tuple[int, int]:
+    """Top-left ``(x, y)`` in pixels of tile ``c``."""
+    row, col = divmod(c, cols)
+    return PAD + col * (tile + PAD), PAD + row * (tile + LABEL_HEIGHT + PAD)
+
+
+@functools.lru_cache(maxsize=8)
+def _labelled_background(class_names: tuple[str, ...], scale: int) -> np.ndarray:
+    """White ``(H, W, 3)`` uint8 canvas with every class name written under its tile's place."""
+    num_classes = len(class_names)
     height, width = grid_shape(num_classes, scale)
     canvas = Image.new("RGB", (width, height), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
     font = ImageFont.load_default()
     cols, tile = grid_columns(num_classes), 32 * scale
-    for c in range(num_classes):
-        row, col = divmod(c, cols)
-        x, y = PAD + col * (tile + PAD), PAD + row * (tile + LABEL_HEIGHT + PAD)
-        pixels = templates[c].permute(1, 2, 0).numpy()  # (32, 32, 3)
-        canvas.paste(Image.fromarray(np.ascontiguousarray(pixels)).resize((tile, tile), Image.NEAREST), (x, y))
-        draw.text((x + 1, y + tile), _fit(draw, class_names[c], font, tile), fill=(0, 0, 0), font=font)
-    return torch.from_numpy(np.asarray(canvas).copy()).permute(2, 0, 1)  # (3, H, W)
+    for c, name in enumerate(class_names):
+        x, y = _tile_origin(c, cols, tile)
+        draw.text((x + 1, y + tile), _fit(draw, name, font, tile), fill=(0, 0, 0), font=font)
+    background = np.asarray(canvas).copy()
+    background.flags.writeable = False  # shared by every call: callers copy it
+    return background
 
 
 def _fit(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> str:
