@@ -22,7 +22,24 @@ from lit_linear.data import steps_per_batch
 from lit_linear.errors import ConfigError
 
 
-class BestCheckpoint(ModelCheckpoint):
+class _Checkpoint(ModelCheckpoint):
+    """ModelCheckpoint whose ``state_key`` is built once per setting instead of at every use.
+
+    Lightning formats ``[Callback]{state_key}.{hook}`` for every callback hook it calls, so the
+    key is read twice per SGD step (``on_before_optimizer_step``); ModelCheckpoint builds it as
+    the repr of a dict of five settings each time (1 us). The key is the same function of them.
+    """
+
+    @property
+    def state_key(self) -> str:
+        settings = (self.monitor, self.mode, self._every_n_train_steps, self._every_n_epochs, self._train_time_interval)
+        cached = self.__dict__.get("_state_key_cache")
+        if cached is None or cached[0] != settings:
+            cached = self._state_key_cache = (settings, super().state_key)
+        return cached[1]
+
+
+class BestCheckpoint(_Checkpoint):
     """Keeps ``best.ckpt``: the checkpoint with the highest ``val/acc`` (the best config's).
 
     Args:
@@ -42,7 +59,7 @@ class BestCheckpoint(ModelCheckpoint):
         )
 
 
-class LastCheckpoint(ModelCheckpoint):
+class LastCheckpoint(_Checkpoint):
     """Keeps ``last.ckpt`` up to date: every N steps, at the end of fit, and on Ctrl-C or a crash.
 
     A fit resumed from it (``--ckpt_path last``) continues exactly: weights, optimizer step and

@@ -11,8 +11,10 @@ import time
 import pytest
 import torch
 from conftest import REPO, cli_args, run_cli
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from lit_linear import LinearClassifier
+from lit_linear.checkpointing import BestCheckpoint, LastCheckpoint
 
 pytestmark = pytest.mark.slow
 
@@ -79,3 +81,16 @@ def test_ctrl_c_stops_gracefully_with_a_usable_last_checkpoint(cifar10_dir, tmp_
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     sweep = json.loads((root / "lightning_logs" / "version_1" / "sweep.json").read_text())
     assert sweep["step"] == target
+
+
+@pytest.mark.parametrize(
+    ("cls", "kwargs"), [(BestCheckpoint, {}), (LastCheckpoint, {"every_n_train_steps": 500})]
+)
+def test_checkpoint_state_key_is_lightnings(cls, kwargs):
+    # A resume finds each callback's saved state by this key: the cached key must be Lightning's,
+    # also after a setting changes.
+    callback = cls(**kwargs)
+    assert callback.state_key == ModelCheckpoint.state_key.fget(callback)
+    before = callback.state_key
+    callback._every_n_train_steps = 7
+    assert callback.state_key == ModelCheckpoint.state_key.fget(callback) != before
