@@ -28,6 +28,7 @@ from torch import Tensor
 from torch.utils.tensorboard import SummaryWriter
 
 from lit_linear import event_crc
+from lit_linear.errors import ConfigError
 from lit_linear.hparams import (
     STATUS_FAILURE,
     STATUS_SUCCESS,
@@ -71,6 +72,8 @@ class SweepTensorBoard(Callback):
     """
 
     def __init__(self, templates: bool = True, template_scale: int = 3, hparams: bool = True, text: bool = True) -> None:
+        if not isinstance(template_scale, int) or isinstance(template_scale, bool) or template_scale < 1:
+            raise ConfigError(f"SweepTensorBoard's template_scale must be a whole number >= 1, got {template_scale!r}")
         self.templates, self.template_scale, self.hparams, self.text = templates, template_scale, hparams, text
         self._logger: TensorBoardLogger | None = None
         self._writers: list[SummaryWriter] = []

@@ -48,6 +48,8 @@ def template_grid(W: Tensor, class_names: Sequence[str], scale: int = 3) -> Tens
     Tile ``c`` (label order, row-major, :func:`grid_columns` per row) shows class ``c``,
     enlarged ``scale`` times (nearest neighbour), with its name written underneath.
     """
+    if not isinstance(scale, int) or isinstance(scale, bool) or scale < 1:
+        raise ValueError(f"scale must be a whole number >= 1, got {scale!r}")
     templates = class_templates(W)  # (C, 3, 32, 32)
     num_classes = templates.shape[0]
     if len(class_names) != num_classes:

@@ -28,6 +28,7 @@ from werkzeug.test import Client
 
 from conftest import CIFAR10_NAMES, cli_args, run_cli
 from lit_linear.callbacks import SweepTensorBoard
+from lit_linear.errors import ConfigError
 from lit_linear.cifar import CIFAR100_CLASSES
 from lit_linear.classifier import LinearClassifier
 from lit_linear.data import CIFARDataModule
@@ -306,3 +307,9 @@ def test_crashed_fit_ends_its_sessions_as_failures(cifar10_dir, tmp_path):
         assert metadata.SESSION_START_INFO_TAG in content
         end = metadata.parse_session_end_info_plugin_data(content[metadata.SESSION_END_INFO_TAG])
         assert end.status == api_pb2.STATUS_FAILURE
+
+
+@pytest.mark.parametrize("scale", [0, 2.5])
+def test_template_scale_must_be_a_whole_positive_number(scale):
+    with pytest.raises(ConfigError, match="template_scale"):
+        SweepTensorBoard(template_scale=scale)

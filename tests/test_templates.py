@@ -102,3 +102,18 @@ def test_template_grid_one_tile_per_class_in_label_order(names, scale):
 def test_template_grid_needs_one_name_per_class():
     with pytest.raises(ValueError, match="class names"):
         template_grid(_weights(10), CIFAR10_NAMES[:9])
+
+
+@pytest.mark.parametrize("scale", [0, -1, 1.5])
+def test_template_grid_needs_a_whole_positive_scale(scale):
+    with pytest.raises(ValueError, match="scale"):
+        template_grid(_weights(10), CIFAR10_NAMES, scale)
+
+
+def test_template_grids_do_not_share_pixels():
+    # The labelled background is cached per class list: each image must be a copy of it.
+    first = template_grid(_weights(10, seed=1), CIFAR10_NAMES, 2)
+    kept = first.clone()
+    second = template_grid(_weights(10, seed=2), CIFAR10_NAMES, 2)
+    assert not torch.equal(first, second)
+    assert torch.equal(first, kept), "drawing another grid changed an earlier one"
