@@ -167,11 +167,32 @@ int ll_scores_grad(int kind, float *scores, int64_t N, int64_t K, int64_t C, int
 #define NORM_ROWS_PER_BLOCK 256
 #define NORM_COLS 64
 
+/* Rows [lo, hi) of W (row stride KC), columns [j0, j0 + width), width <= NORM_COLS: sums[j] =
+ * the sum of their squares (in row order), then each scaled by scale[j0 + j]. Always inlined, so a
+ * call with width NORM_COLS has a fixed trip count and the compiler keeps acc and f in vector
+ * registers: summed in memory (one store per element) the pass ran at half the speed, or worse
+ * where the sums' address aliased W's rows in the store buffer. */
+LL_INLINE void scale_sq_norms_cols(float *W, int64_t KC, int64_t lo, int64_t hi, int64_t j0, int64_t width,
+                                   const float *scale, float *sums) {
+    float acc[NORM_COLS], f[NORM_COLS];
+    for (int64_t j = 0; j < width; j++) {
+        acc[j] = 0.0f;
+        f[j] = scale[j0 + j];
+    }
+    for (int64_t i = lo; i < hi; i++) {
+        float *w = W + i * KC + j0;
+#pragma omp simd
+        for (int64_t j = 0; j < width; j++) {
+            acc[j] += w[j] * w[j];
+            w[j] *= f[j];
+        }
+    }
+    memcpy(sums, acc, sizeof(float) * width);
+}
+
 /* One pass over a contiguous W (D, K*C): out (K,) = ||W_k||^2 of W as it was, and each column j
  * scaled by scale[j] (the regulariser's shrink 1 - 2 lr reg). partial: ceil(D / 256) * K*C
- * floats of scratch. Each block of 256 rows is walked NORM_COLS columns at a time, so that the
- * column sums stay in registers: summed in memory (one store per element) the pass ran at half
- * the speed, or worse where the sums' address aliased W's rows in the store buffer. */
+ * floats of scratch. Each block of 256 rows is walked NORM_COLS columns at a time. */
 static void ll_scale_sq_norms(float *W, int64_t D, int64_t K, int64_t C, const float *scale, float *out,
                               float *partial, int threads) {
     const int64_t KC = K * C;
@@ -179,37 +200,11 @@ static void ll_scale_sq_norms(float *W, int64_t D, int64_t K, int64_t C, const f
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (int64_t b = 0; b < blocks; b++) {
         const int64_t lo = b * NORM_ROWS_PER_BLOCK, hi = lo + NORM_ROWS_PER_BLOCK < D ? lo + NORM_ROWS_PER_BLOCK : D;
-        for (int64_t j0 = 0; j0 < KC; j0 += NORM_COLS) {
-            if (KC - j0 >= NORM_COLS) { /* a fixed width: the compiler keeps acc and f in vector registers */
-                float acc[NORM_COLS], f[NORM_COLS];
-                for (int64_t j = 0; j < NORM_COLS; j++) {
-                    acc[j] = 0.0f;
-                    f[j] = scale[j0 + j];
-                }
-                for (int64_t i = lo; i < hi; i++) {
-                    float *w = W + i * KC + j0;
-#pragma omp simd
-                    for (int64_t j = 0; j < NORM_COLS; j++) {
-                        acc[j] += w[j] * w[j];
-                        w[j] *= f[j];
-                    }
-                }
-                memcpy(partial + b * KC + j0, acc, sizeof acc);
-            } else { /* the last, narrower columns */
-                const int64_t n = KC - j0;
-                float acc[NORM_COLS];
-                for (int64_t j = 0; j < n; j++) acc[j] = 0.0f;
-                for (int64_t i = lo; i < hi; i++) {
-                    float *w = W + i * KC + j0;
-#pragma omp simd
-                    for (int64_t j = 0; j < n; j++) {
-                        acc[j] += w[j] * w[j];
-                        w[j] *= scale[j0 + j];
-                    }
-                }
-                memcpy(partial + b * KC + j0, acc, sizeof(float) * n);
-            }
-        }
+        int64_t j0 = 0;
+        for (; j0 + NORM_COLS <= KC; j0 += NORM_COLS)
+            scale_sq_norms_cols(W, KC, lo, hi, j0, NORM_COLS, scale, partial + b * KC + j0);
+        if (j0 < KC) /* the last, narrower columns */
+            scale_sq_norms_cols(W, KC, lo, hi, j0, KC - j0, scale, partial + b * KC + j0);
     }
     for (int64_t k = 0; k < K; k++) {
         double total = 0.0;
