@@ -61,6 +61,12 @@ class BufferPool:
             self._buffers.pop(0)
         return buffer.view(shape)
 
+    def gather(self, source: Tensor, rows: Tensor) -> Tensor:
+        """``source[rows]``, ``(len(rows), *source.shape[1:])``, written into a buffer of the pool."""
+        out = self.get((rows.numel(), *source.shape[1:]), source.dtype, source.device)
+        # index_select, not source[rows]: the advanced-indexing gather is ~15x slower on the CPU.
+        return torch.index_select(source, 0, rows, out=out)
+
     def __getstate__(self) -> dict:
         # A copied or pickled pool (a data module sent to DDP workers) starts empty.
         return {"size": self.size, "_buffers": []}

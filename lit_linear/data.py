@@ -70,9 +70,8 @@ class TrainBlock:
         """``(m, n, 3072)`` uint8: the rows gathered, on first use, for a reader other than the module."""
         if self._images is None:
             rows = self.index.reshape(-1)
-            out = None if self._pool is None else self._pool.get((rows.numel(), self.source.shape[1]), self.source.dtype,
-                                                                 self.source.device)  # fmt: skip
-            self._images = torch.index_select(self.source, 0, rows, out=out).view(*self.index.shape, -1)
+            flat = self.source.index_select(0, rows) if self._pool is None else self._pool.gather(self.source, rows)
+            self._images = flat.view(*self.index.shape, -1)
         return self._images
 
     def to(self, *args: Any, **kwargs: Any) -> TrainBlock:
@@ -161,18 +160,12 @@ class TrainBatches:
     def batch(self, step: int) -> Batch:
         """This rank's share of the minibatch of ``step``: ``(share, 3072)`` images."""
         index = self._share(step)  # (share,)
-        return Batch(self._gather(index), self.labels.index_select(0, index), index)
+        return Batch(self._buffers.gather(self.images, index), self.labels.index_select(0, index), index)
 
     def block(self, step: int) -> TrainBlock:
         """Steps ``step .. step + steps_per_batch - 1``: their ``(m, share)`` rows and labels, nothing copied."""
         index = torch.stack([self._share(step + j) for j in range(self.steps_per_batch)])  # (m, share)
         return TrainBlock(self.images, self.labels.index_select(0, index.view(-1)).view(index.shape), index, self._buffers)
-
-    def _gather(self, rows: Tensor) -> Tensor:
-        """``images[rows]``, ``(len(rows), 3072)``, written into a buffer that no earlier batch still uses."""
-        out = self._buffers.get((rows.numel(), self.images.shape[1]), self.images.dtype, self.images.device)
-        # index_select, not images[rows]: the advanced-indexing gather is ~15x slower on the CPU.
-        return torch.index_select(self.images, 0, rows, out=out)
 
     def __iter__(self) -> Iterator[Batch | TrainBlock]:
         step = self.first_step
