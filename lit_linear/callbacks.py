@@ -28,7 +28,6 @@ from torch import Tensor
 from torch.utils.tensorboard import SummaryWriter
 
 from lit_linear import event_crc
-from lit_linear.errors import ConfigError
 from lit_linear.hparams import (
     STATUS_FAILURE,
     STATUS_SUCCESS,
@@ -39,7 +38,7 @@ from lit_linear.hparams import (
 )
 from lit_linear.png import encode_png
 from lit_linear.sweep import SweepResult, config_name
-from lit_linear.templates import template_grid
+from lit_linear.templates import check_scale, template_grid
 
 METRICS = {"acc/train": "train accuracy", "acc/val": "val accuracy", "loss/train": "train loss"}
 
@@ -72,8 +71,7 @@ class SweepTensorBoard(Callback):
     """
 
     def __init__(self, templates: bool = True, template_scale: int = 3, hparams: bool = True, text: bool = True) -> None:
-        if not isinstance(template_scale, int) or isinstance(template_scale, bool) or template_scale < 1:
-            raise ConfigError(f"SweepTensorBoard's template_scale must be a whole number >= 1, got {template_scale!r}")
+        check_scale(template_scale, "SweepTensorBoard's template_scale")
         self.templates, self.template_scale, self.hparams, self.text = templates, template_scale, hparams, text
         self._logger: TensorBoardLogger | None = None
         self._writers: list[SummaryWriter] = []

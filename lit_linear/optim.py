@@ -6,7 +6,6 @@ from typing import Callable, Iterable, Sequence
 
 import torch
 from torch import Tensor
-
 from torch.optim import optimizer as torch_optimizer
 
 from lit_linear import native

@@ -14,6 +14,8 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
+from lit_linear.errors import ConfigError
+
 LABEL_HEIGHT = 12  # px strip under each tile for the class name
 PAD = 2  # px between tiles
 
@@ -42,14 +44,19 @@ def grid_shape(num_classes: int, scale: int) -> tuple[int, int]:
     return rows * (tile + LABEL_HEIGHT + PAD) + PAD, cols * (tile + PAD) + PAD
 
 
+def check_scale(scale: int, option: str = "scale") -> None:
+    """Refuse a tile enlargement that is not a whole number >= 1 (ConfigError naming ``option``)."""
+    if not isinstance(scale, int) or isinstance(scale, bool) or scale < 1:
+        raise ConfigError(f"{option} must be a whole number >= 1, got {scale!r}")
+
+
 def template_grid(W: Tensor, class_names: Sequence[str], scale: int = 3) -> Tensor:
     """One labelled image of all class templates: ``(3, H, W)`` uint8 (see :func:`grid_shape`).
 
     Tile ``c`` (label order, row-major, :func:`grid_columns` per row) shows class ``c``,
     enlarged ``scale`` times (nearest neighbour), with its name written underneath.
     """
-    if not isinstance(scale, int) or isinstance(scale, bool) or scale < 1:
-        raise ValueError(f"scale must be a whole number >= 1, got {scale!r}")
+    check_scale(scale)
     templates = class_templates(W)  # (C, 3, 32, 32)
     num_classes = templates.shape[0]
     if len(class_names) != num_classes:
