@@ -1,0 +1,124 @@
+"""Which earlier run ``--ckpt_path best|last`` means: the newest one trained with this config's settings.
+
+The newest ``best.ckpt`` under the root folder may belong to another sweep (another loss, other
+learning rates, another dataset); testing or predicting with it would silently report that
+sweep's model. :func:`find_matching_checkpoint` reads the settings each checkpoint was trained
+with and keeps only the runs whose settings equal this run's.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from lit_linear.errors import ConfigError
+
+# The settings that make two runs the same sweep. Model keys are compared when present in either
+# the checkpoint or this run (``num_configs`` and a ``{low, high}`` form of lr/reg may appear in
+# later versions); the rest (weight_scale, class_names, ...) does not change what a sweep is.
+MODEL_KEYS: tuple[str, ...] = ("loss", "lr", "reg", "num_configs")
+DATA_KEYS: tuple[str, ...] = ("dataset",)
+
+_UNSET = object()  # a key absent on one side: differs from every value, None included
+
+
+def _normalise(value: Any) -> Any:
+    """``value`` with ints turned into floats and tuples into lists, recursively.
+
+    So ``lr: [1, 2]`` equals a saved ``(1.0, 2.0)`` (a list may come back from a config or a
+    checkpoint as either), and the message shows both sides in one form. A scalar and a list stay
+    different: one config is not a grid axis. Bools stay bools.
+    """
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return float(value)
+    if isinstance(value, (list, tuple)):
+        return [_normalise(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _normalise(v) for k, v in value.items()}
+    return value
+
+
+def _show(value: Any) -> str:
+    return "not set" if value is _UNSET else repr(value)
+
+
+def _differences(group: str, keys: tuple[str, ...], saved: Mapping[str, Any], this: Mapping[str, Any]) -> list[str]:
+    """``group.key saved (this run value)`` for each of ``keys`` that either side has and that differs."""
+    out = []
+    for key in keys:
+        if key not in saved and key not in this:
+            continue
+        a, b = saved.get(key, _UNSET), this.get(key, _UNSET)
+        if _normalise(a) != _normalise(b):  # _UNSET equals nothing but itself
+            out.append(f"{group}.{key} {_show(a)} (this run {_show(b)})")
+    return out
+
+
+def _read_settings(path: str) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
+    """The ``(model, data)`` hyperparameters saved in a checkpoint; raises if it cannot be read.
+
+    ``mmap=True`` leaves the weights on disk: only the small pickled dicts are read.
+    ``weights_only=True`` because the file may come from anywhere under the root folder.
+    """
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    if not isinstance(checkpoint, Mapping):
+        raise ValueError(f"not a Lightning checkpoint (a {type(checkpoint).__name__})")
+    model = checkpoint.get("hyper_parameters") or {}
+    data = checkpoint.get("datamodule_hyper_parameters") or {}
+    return model, data
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def find_matching_checkpoint(root: str, name: str, model: Mapping[str, Any], data: Mapping[str, Any]) -> str:
+    """The newest ``<root>/**/checkpoints/<name>.ckpt`` whose run was trained with these settings.
+
+    Args:
+        root: the runs' root folder (``--trainer.default_root_dir``).
+        name: ``best`` or ``last``: the checkpoint file's stem.
+        model: this run's model settings (``--model.*``); ``loss``, ``lr``, ``reg`` and
+            ``num_configs`` are compared with each checkpoint's ``hyper_parameters``.
+        data: this run's data settings (``--data.*``); ``dataset`` is compared with each
+            checkpoint's ``datamodule_hyper_parameters``.
+
+    Returns:
+        The path of the newest (by modification time) matching checkpoint.
+
+    Raises:
+        ConfigError: no checkpoint of that name under ``root``, or none trained with these
+            settings; the one-line message lists every run seen and how it differs.
+    """
+    pattern = os.path.join(glob.escape(root), "**", "checkpoints", f"{name}.ckpt")
+    # Newest first; the path breaks mtime ties so the choice does not depend on the file system's order.
+    found = sorted(glob.glob(pattern, recursive=True), key=lambda p: (-os.path.getmtime(p), p))
+    where = os.path.abspath(root)
+    if not found:
+        raise ConfigError(
+            f"--ckpt_path {name}: no {name}.ckpt in any run under {where}; fit first with the same "
+            "--trainer.default_root_dir, or pass the path of a .ckpt file"
+        )
+    seen = []
+    for path in found:
+        run = os.path.relpath(os.path.dirname(os.path.dirname(path)), root)
+        try:
+            saved_model, saved_data = _read_settings(path)
+        except Exception as e:  # a half-written or foreign file must not hide the other runs
+            seen.append(f"{run}: unreadable ({_one_line(e)})")
+            continue
+        diffs = _differences("model", MODEL_KEYS, saved_model, model) + _differences("data", DATA_KEYS, saved_data, data)
+        if not diffs:
+            return path
+        seen.append(f"{run}: {', '.join(diffs)}")
+    raise ConfigError(
+        f"--ckpt_path {name}: no run under {where} was trained with these settings; fit first, or pass the "
+        f"path of a .ckpt file. Runs with a {name}.ckpt, newest first: {'; '.join(seen)}"
+    )
