@@ -9,13 +9,14 @@
   final results table as text. ``val/acc``, ``train/acc`` and ``train/loss`` of the best config
   are logged there by the module itself.
 
-Only rank 0 writes; without a TensorBoardLogger (``--trainer.logger false``) it does nothing. It
-turns off the logger's ``hp_metric`` placeholder session (``default_hp_metric``), which would
-otherwise add the main run to the HParams table with other keys than the configs' sessions.
+Only rank 0 writes; without a TensorBoardLogger (``--trainer.logger false``) it does nothing. The
+main run has no HParams session: the module and data module save their hyperparameters with
+``logger=False``, so Lightning never logs them there nor writes its ``hp_metric`` placeholder.
 """
 
 from __future__ import annotations
 
+import io
 import os
 from typing import Any
 
@@ -23,11 +24,11 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
+from PIL import Image
 from tensorboard.compat.proto import summary_pb2
 from torch import Tensor
 from torch.utils.tensorboard import SummaryWriter
 
-from lit_linear import event_crc
 from lit_linear.hparams import (
     STATUS_FAILURE,
     STATUS_SUCCESS,
@@ -36,7 +37,6 @@ from lit_linear.hparams import (
     session_end_summary,
     session_start_summary,
 )
-from lit_linear.png import encode_png
 from lit_linear.sweep import SweepResult, config_name
 from lit_linear.templates import check_scale, template_grid
 
@@ -44,13 +44,16 @@ METRICS = {"acc/train": "train accuracy", "acc/val": "val accuracy", "loss/train
 
 
 def _add_png(writer: SummaryWriter, tag: str, image: Tensor, step: int) -> None:
-    """``writer.add_image`` for a ``(3, H, W)`` uint8 image, with a fast PNG encoding (:mod:`lit_linear.png`).
+    """Log a ``(3, H, W)`` uint8 RGB image as a PNG encoded by PIL at zlib level 1.
 
-    ``add_image`` re-scales through float and compresses at PIL's default level: 12 ms an image
-    here against 1 ms, and a sweep writes one per config at the end of fit.
+    Not ``writer.add_image``: it re-scales through float and encodes at PIL's default compression
+    level, noticeably slower per image, and a sweep writes one image per config. Not
+    ``torchvision.io.encode_png``: torchvision deprecates its image codecs (0.29) for removal.
     """
     _, height, width = image.shape
-    png = summary_pb2.Summary.Image(height=height, width=width, colorspace=3, encoded_image_string=encode_png(image))
+    buffer = io.BytesIO()
+    Image.fromarray(image.permute(1, 2, 0).numpy()).save(buffer, format="PNG", compress_level=1)  # (H, W, 3)
+    png = summary_pb2.Summary.Image(height=height, width=width, colorspace=3, encoded_image_string=buffer.getvalue())
     writer.file_writer.add_summary(summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=tag, image=png)]), step)
 
 
@@ -88,12 +91,6 @@ class SweepTensorBoard(Callback):
                 rank_zero_info("SweepTensorBoard: no TensorBoardLogger, so no TensorBoard views are written")
             self._logger = None
             return
-        if getattr(self._logger, "_default_hp_metric", False):
-            # Runs before the trainer logs the module's hparams: without this, a TensorBoardLogger made
-            # with its default default_hp_metric=True writes an hp_metric session in the main run.
-            self._logger._default_hp_metric = False
-            rank_zero_info("SweepTensorBoard: the logger's hp_metric session is turned off; every config has its own")
-        event_crc.install()  # checksums in compiled code: 4.5 ms -> 20 us per template image
         log_dir = self._logger.log_dir
         self._writers = [SummaryWriter(os.path.join(log_dir, config_name(lr, reg))) for lr, reg in pl_module.configs]
         if self.hparams:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import struct
 import warnings
 from pathlib import Path
 
@@ -19,8 +20,9 @@ import pytest
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from PIL import Image
-from tensorboard.backend.event_processing import event_accumulator, plugin_event_multiplexer
+from tensorboard.backend.event_processing import event_accumulator, event_file_loader, plugin_event_multiplexer
 from tensorboard.backend.event_processing.data_provider import MultiplexerDataProvider
+from tensorboard.compat.proto import event_pb2
 from tensorboard.plugins import base_plugin
 from tensorboard.plugins.hparams import api_pb2, metadata
 from tensorboard.util import tensor_util
@@ -44,8 +46,7 @@ pytestmark = pytest.mark.slow
 
 LRS, REGS = [0.05, 0.2, 1e6], [1e-4, 1e-3]
 CONFIGS = [(lr, reg) for lr in LRS for reg in REGS]  # lr-major, as the module orders them
-STEPS, INTERVAL, BATCH = 100, 50, 20
-SHIPPED_STEPS_PER_BATCH = 50  # configs/*.yaml: data.steps_per_batch; val_check_interval counts batches
+STEPS, INTERVAL, BATCH = 100, 50, 20  # trainer.val_check_interval counts SGD steps
 SCALE = 3  # SweepTensorBoard's default template_scale
 HPARAM_KEYS = {"lr", "reg", "loss", "batch_size", "max_steps", "lr_decay", "lr_decay_every", "weight_scale", "dataset"}
 ALL = {"images": 0, "scalars": 0, "tensors": 0}  # keep every event
@@ -55,8 +56,7 @@ def _fit(data_dir: Path, root: Path, *extra: str, lrs=LRS, regs=REGS):
     # The schedule is pinned so that the hparams checked below do not follow the shipped config's tuning.
     grid = ["--model.lr", json.dumps(lrs), "--model.reg", json.dumps(regs), "--model.lr_decay", "0.85", "--model.lr_decay_every", "100"]
     extra = (*grid, *extra)
-    interval = INTERVAL // SHIPPED_STEPS_PER_BATCH
-    args = ["fit", "--config", "configs/softmax_sweep.yaml", *cli_args(data_dir, root, *extra, steps=STEPS, interval=interval)]
+    args = ["fit", "--config", "configs/softmax_sweep.yaml", *cli_args(data_dir, root, *extra, steps=STEPS, interval=INTERVAL)]
     proc = run_cli(*args)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return proc
@@ -158,6 +158,42 @@ def test_every_config_templates_at_end(sweep, runs):
         # config k's own weights, in config k's folder
         expected = _hwc(template_grid(sweep["W"][:, k, :], CIFAR10_NAMES, SCALE))
         np.testing.assert_array_equal(_decode(events[0]), expected)
+
+
+def _record_count(path: Path) -> int:
+    """Records in an event file, found by walking their length headers (8-byte length, 4-byte CRC)."""
+    data, offset, count = path.read_bytes(), 0, 0
+    while offset < len(data):
+        (length,) = struct.unpack_from("<Q", data, offset)
+        offset += 8 + 4 + length + 4  # length, its CRC, the event, its CRC
+        count += 1
+    assert offset == len(data), path
+    return count
+
+
+def _events(run_dir: Path) -> list[event_pb2.Event]:
+    """Every event of the run's one event file, read by TensorBoard's own record reader."""
+    (path,) = run_dir.glob("events.out.tfevents.*")
+    events = [event_pb2.Event.FromString(r) for r in event_file_loader.RawEventFileLoader(str(path)).Load()]
+    # The reader stops quietly at the first record whose checksum fails: all of them must read back.
+    assert len(events) == _record_count(path), path
+    return events
+
+
+def test_template_pngs_decode_to_template_grid(sweep):
+    """Each config's ``templates`` PNG, read back record by record, is exactly its W's grid."""
+    for k, (lr, reg) in enumerate(CONFIGS):
+        events = _events(sweep["log_dir"] / config_name(lr, reg))
+        images = [(e.step, v.image) for e in events for v in e.summary.value if v.tag == "templates"]
+        if sweep["summary"]["configs"][k]["status"] == "diverged":
+            assert images == []
+            continue
+        ((step, image),) = images
+        assert step == STEPS
+        expected = template_grid(sweep["W"][:, k, :], CIFAR10_NAMES, SCALE)  # (3, H, W)
+        assert (image.height, image.width, image.colorspace) == (*expected.shape[1:], 3)
+        np.testing.assert_array_equal(_decode(image), _hwc(expected), err_msg=config_name(lr, reg))
+    _events(sweep["log_dir"])  # the main run's records, templates/best among them, checksum too
 
 
 def test_config_and_results_as_text(sweep, main_run):
@@ -285,7 +321,8 @@ def test_logger_false_writes_no_tensorboard_files(cifar10_dir, tmp_path):
 
 class _Crash(pl.Callback):
     def on_train_batch_end(self, trainer, *args) -> None:
-        if trainer.global_step == 5:
+        # The first batch's end (it may hold several SGD steps), before the first validation.
+        if trainer.global_step >= 5:
             raise RuntimeError("boom")
 
 
