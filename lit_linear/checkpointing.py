@@ -1,14 +1,13 @@
 """Checkpoints of a sweep: ``best.ckpt`` (by the best config's val accuracy) and ``last.ckpt``.
 
-Both are ModelCheckpoint subclasses, so ``--ckpt_path best`` and ``--ckpt_path last`` resolve
-the Lightning way; :func:`find_run_checkpoint` resolves them in a fresh process too (a ``test``
-or ``predict`` run after the ``fit`` that made them).
+Both are ModelCheckpoint subclasses, so ``ckpt_path="best"`` and ``ckpt_path="last"`` resolve
+the Lightning way in the process that fitted; the CLI resolves them in a fresh process too
+(:func:`lit_linear.runs.find_matching_checkpoint`).
 """
 
 from __future__ import annotations
 
 import functools
-import glob
 import os
 import signal
 import threading
@@ -18,28 +17,10 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info
 
-from lit_linear.data import steps_per_batch
 from lit_linear.errors import ConfigError
 
 
-class _Checkpoint(ModelCheckpoint):
-    """ModelCheckpoint whose ``state_key`` is built once per setting instead of at every use.
-
-    Lightning formats ``[Callback]{state_key}.{hook}`` for every callback hook it calls, so the
-    key is read twice per SGD step (``on_before_optimizer_step``); ModelCheckpoint builds it as
-    the repr of a dict of five settings each time (1 us). The key is the same function of them.
-    """
-
-    @property
-    def state_key(self) -> str:
-        settings = (self.monitor, self.mode, self._every_n_train_steps, self._every_n_epochs, self._train_time_interval)
-        cached = self.__dict__.get("_state_key_cache")
-        if cached is None or cached[0] != settings:
-            cached = self._state_key_cache = (settings, super().state_key)
-        return cached[1]
-
-
-class BestCheckpoint(_Checkpoint):
+class BestCheckpoint(ModelCheckpoint):
     """Keeps ``best.ckpt``: the checkpoint with the highest ``val/acc`` (the best config's).
 
     Args:
@@ -59,7 +40,7 @@ class BestCheckpoint(_Checkpoint):
         )
 
 
-class LastCheckpoint(_Checkpoint):
+class LastCheckpoint(ModelCheckpoint):
     """Keeps ``last.ckpt`` up to date: every N steps, at the end of fit, and on Ctrl-C or a crash.
 
     A fit resumed from it (``--ckpt_path last``) continues exactly: weights, optimizer step and
@@ -77,57 +58,45 @@ class LastCheckpoint(_Checkpoint):
     """
 
     def __init__(self, every_n_train_steps: int = 500, dirpath: str | None = None) -> None:
-        if every_n_train_steps <= 0:
-            raise ConfigError(f"last_checkpoint.every_n_train_steps must be positive, got {every_n_train_steps}")
-        super().__init__(
-            dirpath=dirpath,
-            save_last=True,
-            save_top_k=0,
-            every_n_train_steps=every_n_train_steps,
-            enable_version_counter=False,
-        )
+        if not isinstance(every_n_train_steps, int) or isinstance(every_n_train_steps, bool) or every_n_train_steps <= 0:
+            raise ConfigError(f"last_checkpoint.every_n_train_steps must be a positive number of SGD steps, got {every_n_train_steps!r}")
+        # Every save is this class's own (below, through trainer.save_checkpoint); ModelCheckpoint
+        # keeps the folder, last_model_path, and what ckpt_path="last" looks for.
+        super().__init__(dirpath=dirpath, save_last=True, save_top_k=0, enable_version_counter=False)
+        self.every_n_train_steps = every_n_train_steps
         self.interrupted = False
         self._in_step = False
+        self._pending = False  # a save is due at this step, after the validation that may follow it
+        self._saved_step: int | None = None
         self._previous_sigint: Any = None
 
     def _save_last_now(self, trainer: "pl.Trainer") -> None:
-        if trainer.state.fn == "fit" and not trainer.sanity_checking and self._last_global_step_saved != trainer.global_step:
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        self._pending = False
+        if trainer.state.fn != "fit" or trainer.sanity_checking or trainer.fast_dev_run or self._saved_step == trainer.global_step:
+            return
+        path = os.path.join(self.dirpath, self.CHECKPOINT_NAME_LAST + self.FILE_EXTENSION)
+        trainer.save_checkpoint(path)
+        self.last_model_path = path
+        self._saved_step = trainer.global_step
 
-    def check_steps_per_batch(self, steps_per_batch: int) -> None:
-        """Saves happen between Lightning batches, so N must be a multiple of the steps in one."""
-        if self._every_n_train_steps % steps_per_batch:
-            raise ConfigError(
-                f"last_checkpoint.every_n_train_steps ({self._every_n_train_steps}) must be a multiple of "
-                f"data.steps_per_batch ({steps_per_batch}): checkpoints are taken between batches"
-            )
-
-    def setup(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
-        super().setup(trainer, pl_module, stage)
-        if stage == "fit":
-            self.check_steps_per_batch(steps_per_batch(trainer))
-
-    @staticmethod
-    def _validates_now(trainer: "pl.Trainer") -> bool:
-        interval = trainer.val_check_batch  # in batches of data.steps_per_batch steps
-        return (
-            trainer.enable_validation
-            and isinstance(interval, int)
-            and trainer.global_step % (interval * steps_per_batch(trainer)) == 0
-        )
-
-    # The state after step t is W_t with global_step t, exactly what a resume needs (ModelCheckpoint's
-    # manual-optimization path would warn about pre-update copies instead). When a validation follows
-    # this step, save after it: Lightning does not re-run the validation of the step a checkpoint was
-    # taken at, so a pre-validation checkpoint would resume with that validation's bookkeeping undone.
+    # The state after step t is W_t with global_step t, exactly what a resume needs. When a
+    # validation follows the step, the save waits for it: Lightning does not re-run the validation
+    # of the step a checkpoint was taken at, so a checkpoint taken before it would resume with that
+    # validation's bookkeeping undone. Without a validation, the state is the same when the next
+    # batch starts.
     def on_train_batch_end(self, trainer: "pl.Trainer", *args: Any, **kwargs: Any) -> None:
         self._in_step = False
-        if trainer.global_step % self._every_n_train_steps == 0 and not self._validates_now(trainer):
-            self._save_last_now(trainer)
+        if trainer.global_step % self.every_n_train_steps == 0:
+            self._pending = True
 
     def on_validation_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
-        if trainer.global_step % self._every_n_train_steps == 0:
+        if self._pending:
             self._save_last_now(trainer)
+
+    def on_train_batch_start(self, trainer: "pl.Trainer", *args: Any, **kwargs: Any) -> None:
+        if self._pending:
+            self._save_last_now(trainer)
+        self._in_step = True
 
     def on_train_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         pass
@@ -165,13 +134,3 @@ class LastCheckpoint(_Checkpoint):
         if self._previous_sigint is not None:
             signal.signal(signal.SIGINT, self._previous_sigint)
             self._previous_sigint = None
-
-    def on_train_batch_start(self, trainer: "pl.Trainer", *args: Any, **kwargs: Any) -> None:
-        self._in_step = True
-
-
-def find_run_checkpoint(root: str, name: str) -> str | None:
-    """The newest ``<name>.ckpt`` of any run under ``root`` (``<root>/**/checkpoints/``), or None."""
-    pattern = os.path.join(glob.escape(root), "**", "checkpoints", f"{name}.ckpt")
-    found = glob.glob(pattern, recursive=True)
-    return max(found, key=os.path.getmtime) if found else None

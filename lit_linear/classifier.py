@@ -13,7 +13,6 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
-from lit_linear import native
 from lit_linear.atomic import atomic_open
 from lit_linear.errors import DataError
 
@@ -43,29 +42,17 @@ def preprocess(images: Tensor, pixel_mean: Tensor, dtype: torch.dtype | None = N
         X = out
     else:
         X = torch.empty(shape, dtype=dtype, device=images.device)  # (N, D)
-    if pixel_mean.dtype == dtype and native.preprocess(rows, pixel_mean, X):  # one pass on the CPU (lit_linear.native)
-        return X
-    neg_mean = pixel_mean.to(dtype).neg()
-    pixels = X[:, :-1]
-    # -mean + pixels / 255 as one pass after the uint8 -> dtype copy, computed in `dtype` throughout.
-    torch.add(neg_mean, pixels.copy_(rows), alpha=1.0 / 255.0, out=pixels)
+    # One pass: the uint8 pixels are converted as they are read (type promotion), scaled and
+    # shifted, and written straight into X's first 3072 columns.
+    torch.add(pixel_mean.to(dtype).neg(), rows, alpha=1.0 / 255.0, out=X[:, :-1])
     X[:, -1] = 1.0
     return X
 
 
 def gather_features(split: Tensor, rows: Tensor, pixel_mean: Tensor, dtype: torch.dtype | None = None,
                     out: Tensor | None = None) -> Tensor:  # fmt: skip
-    """:func:`preprocess` of the rows ``rows (N,)`` of a ``(M, 3072)`` uint8 split: ``X (N, 3073)``.
-
-    On the CPU the gather and the preprocessing are one compiled pass (:mod:`lit_linear.native`),
-    so the rows are never copied out of the split on their own.
-    """
-    dtype = dtype or pixel_mean.dtype
-    shape = (rows.shape[0], split.shape[1] + 1)
-    if out is None or out.shape != shape or out.dtype != dtype or out.device != split.device:
-        out = torch.empty(shape, dtype=dtype, device=split.device)
-    if pixel_mean.dtype == dtype and native.gather_preprocess(split, rows, pixel_mean, out):
-        return out
+    """:func:`preprocess` of the rows ``rows (N,)`` of a ``(M, 3072)`` uint8 split: ``X (N, 3073)``."""
+    # index_select, not split[rows]: the advanced-indexing gather is much slower on the CPU.
     return preprocess(split.index_select(0, rows), pixel_mean, dtype, out=out)
 
 

@@ -7,25 +7,27 @@
 
 Besides LightningCLI's own behaviour it: links the data's class count, class names and feature
 size into the model; always adds the ``best``/``last`` checkpoints and the predictions writer;
-uses a TensorBoard logger without the ``hp_metric`` placeholder (so the HParams dashboard shows
-only the sweep's configs); loads checkpoints with ``weights_only=True``; resolves
-``--ckpt_path best|last`` to the newest such checkpoint under ``--trainer.default_root_dir``;
-and turns :class:`~lit_linear.errors.LitLinearError` into a one-line ``error:`` and exit status.
+offers no ``--optimizer`` or ``--lr_scheduler`` (the update is GridSGD's, set by ``model.lr``,
+``model.reg`` and ``model.lr_decay``); loads checkpoints with ``weights_only=True``; resolves
+``--ckpt_path best|last`` to the newest such checkpoint under ``--trainer.default_root_dir`` of a
+run trained with this run's settings; and turns :class:`~lit_linear.errors.LitLinearError` into a
+one-line ``error:`` and exit status.
 """
 
 from __future__ import annotations
 
-import os
 import sys
 
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from lightning.pytorch.loggers import TensorBoardLogger
 
-from lit_linear.checkpointing import BestCheckpoint, LastCheckpoint, find_run_checkpoint
+from lit_linear.checkpointing import BestCheckpoint, LastCheckpoint
 from lit_linear.data import CIFARDataModule
 from lit_linear.errors import ConfigError, LitLinearError
-from lit_linear.module import LinearClassifierModule, check_fit_settings
+from lit_linear.module import LinearClassifierModule
 from lit_linear.predictions import PredictionWriter
+from lit_linear.runs import find_matching_checkpoint
+from lit_linear.steps import check_fit_settings
 
 
 class LinearCLI(LightningCLI):
@@ -33,6 +35,8 @@ class LinearCLI(LightningCLI):
 
     def __init__(self, args=None, **kwargs) -> None:
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        # GridSGD is the update, configured by the model's options: an --optimizer could not apply.
+        kwargs.setdefault("auto_configure_optimizers", False)
         super().__init__(LinearClassifierModule, CIFARDataModule, args=args, **kwargs)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -41,7 +45,7 @@ class LinearCLI(LightningCLI):
         parser.add_lightning_class_args(PredictionWriter, "predictions")
         for attribute in ("num_classes", "class_names", "feature_dim"):
             parser.link_arguments(f"data.{attribute}", f"model.{attribute}", apply_on="instantiate")
-        # The training stream has no epochs: validation is counted in steps.
+        # The training stream has no epochs: validation is counted in SGD steps.
         parser.set_defaults(
             {
                 "trainer.val_check_interval": 500,
@@ -53,15 +57,8 @@ class LinearCLI(LightningCLI):
     def instantiate_classes(self) -> None:
         try:
             super().instantiate_classes()
-        except ConfigError as e:
+        except (ConfigError, MisconfigurationException) as e:  # Lightning's own refusals of trainer settings too
             self.parser.error(str(e))
-
-    def instantiate_trainer(self, **kwargs):
-        config = self._get(self.config_init, "trainer")
-        if config.get("logger") in (None, True):
-            root = config.get("default_root_dir") or os.getcwd()
-            kwargs["logger"] = TensorBoardLogger(save_dir=root, default_hp_metric=False)
-        return super().instantiate_trainer(**kwargs)
 
     def _prepare_checkpoint(self) -> None:
         """Safe loading, and ``best``/``last`` found among the runs under the root folder."""
@@ -70,21 +67,12 @@ class LinearCLI(LightningCLI):
             config["weights_only"] = True
         ckpt = config.get("ckpt_path")
         if ckpt in ("best", "last"):
-            root = self.trainer.default_root_dir
-            found = find_run_checkpoint(root, ckpt)
-            if found is None:
-                raise ConfigError(
-                    f"--ckpt_path {ckpt}: no {ckpt}.ckpt in any run under {os.path.abspath(root)}; fit first with the "
-                    "same --trainer.default_root_dir, or pass the path of a .ckpt file"
-                )
-            config["ckpt_path"] = found
+            config["ckpt_path"] = find_matching_checkpoint(
+                self.trainer.default_root_dir, ckpt, self.model.hparams, self.datamodule.hparams
+            )
 
     def before_fit(self) -> None:
-        m = self.datamodule.hparams.steps_per_batch
-        check_fit_settings(self.trainer.max_steps, self.trainer.val_check_interval, m)
-        for callback in self.trainer.callbacks:
-            if isinstance(callback, LastCheckpoint):
-                callback.check_steps_per_batch(m)
+        check_fit_settings(self.trainer)  # before any data is read
         self._prepare_checkpoint()
 
     def before_validate(self) -> None:

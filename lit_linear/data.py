@@ -21,7 +21,6 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
-from lit_linear.buffers import BufferPool
 from lit_linear.cifar import (
     PIXELS,
     SPECS,
@@ -44,50 +43,31 @@ class Batch(NamedTuple):
     index: Tensor  # (n,) int64
 
 
-class TrainBlock:
-    """The minibatches of ``m`` SGD steps as row numbers into their split, not yet copied out of it.
+class TrainBlock(NamedTuple):
+    """The minibatches of ``m`` consecutive SGD steps as row numbers into their split, not yet copied out of it.
 
-    What :class:`TrainBatches` yields with ``steps_per_batch`` m > 1. The module gathers each step's
-    rows as it turns them into features (one compiled pass on the CPU,
-    :func:`lit_linear.classifier.gather_features`) rather than first copying all m steps' rows
-    (30 MB at the shipped settings) into a block and reading them back.
-
-    Attributes:
-        source: ``(N, 3072)`` uint8, the whole split (a reference, not a copy).
-        labels: ``(m, n)`` int64.
-        index: ``(m, n)`` int64, the rows of ``source`` of each step.
+    What :class:`TrainBatches` yields. The module gathers each step's rows as it turns them into
+    features (:func:`lit_linear.classifier.gather_features`), rather than first copying all m
+    steps' rows into a block and reading them back.
     """
 
-    __slots__ = ("source", "labels", "index", "_images", "_pool")
-
-    def __init__(self, source: Tensor, labels: Tensor, index: Tensor, pool: BufferPool | None = None) -> None:
-        self.source, self.labels, self.index = source, labels, index
-        self._images: Tensor | None = None
-        self._pool = pool
+    source: Tensor  # (N, 3072) uint8, the whole split (a reference, not a copy)
+    labels: Tensor  # (m, n) int64
+    index: Tensor  # (m, n) int64, the rows of ``source`` of each step
 
     @property
     def images(self) -> Tensor:
-        """``(m, n, 3072)`` uint8: the rows gathered, on first use, for a reader other than the module."""
-        if self._images is None:
-            rows = self.index.reshape(-1)
-            flat = self.source.index_select(0, rows) if self._pool is None else self._pool.gather(self.source, rows)
-            self._images = flat.view(*self.index.shape, -1)
-        return self._images
-
-    def to(self, *args: Any, **kwargs: Any) -> TrainBlock:
-        """The block with its tensors moved (what Lightning calls to place a batch on a device)."""
-        return TrainBlock(self.source.to(*args, **kwargs), self.labels.to(*args, **kwargs), self.index.to(*args, **kwargs))
-
-    def __repr__(self) -> str:
-        return f"TrainBlock(steps={self.index.shape[0]}, rows per step={self.index.shape[1]}, split={tuple(self.source.shape)})"
+        """``(m, n, 3072)`` uint8: the rows gathered, for a reader other than the module."""
+        return self.source.index_select(0, self.index.reshape(-1)).view(*self.index.shape, -1)
 
 
 class TrainBatches:
-    """Endless training minibatches drawn without replacement, epoch by epoch.
+    """Training minibatches drawn without replacement, epoch by epoch, up to ``last_step``.
 
-    Iterating yields one batch per ``steps_per_batch`` SGD steps: with 1, a :class:`Batch` of the
-    step's ``(n, 3072)`` rows; with m > 1, a :class:`TrainBlock` of the next m steps (labels and
-    index ``(m, n)``), whose rows the module gathers step by step.
+    Iterating yields a :class:`TrainBlock` of the next ``steps_per_batch`` SGD steps (labels and
+    index ``(m, n)``), whose rows the module gathers step by step; the block that reaches
+    ``last_step`` is cut there. With ``last_step`` the batches have a length, so Lightning's
+    progress bar counts them against their true total.
 
     Args:
         images: ``(N, 3072)`` uint8, on the training device.
@@ -97,7 +77,8 @@ class TrainBatches:
         first_step: the step the iterator starts at (the trainer's ``global_step`` on resume).
         rank: this process's rank; it keeps rows ``[rank * b, (rank + 1) * b)`` of each global batch.
         world_size: number of ranks; ``b = batch_size // world_size``.
-        steps_per_batch: SGD steps per yielded batch; ``first_step`` must be a multiple of it.
+        steps_per_batch: SGD steps per yielded batch.
+        last_step: the step the stream ends at (the trainer's ``max_steps``); None: endless.
     """
 
     def __init__(
@@ -110,6 +91,7 @@ class TrainBatches:
         rank: int = 0,
         world_size: int = 1,
         steps_per_batch: int = 1,
+        last_step: int | None = None,
     ) -> None:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not one of the {world_size} ranks")
@@ -123,19 +105,14 @@ class TrainBatches:
                 "so that every rank takes an equal share of each minibatch"
             )
         if not isinstance(steps_per_batch, int) or isinstance(steps_per_batch, bool) or steps_per_batch <= 0:
-            raise ConfigError(f"data.steps_per_batch must be a positive integer, got {steps_per_batch!r}")
-        if first_step % steps_per_batch:
-            raise ConfigError(
-                f"cannot resume at step {first_step} with data.steps_per_batch = {steps_per_batch}: the step must be a "
-                "multiple of it; resume with the data.steps_per_batch the checkpointed run used"
-            )
+            raise ValueError(f"steps_per_batch must be a positive integer, got {steps_per_batch!r}")
         self.images, self.labels = images, labels
         self.steps_per_batch = steps_per_batch
         self.batch_size, self.seed, self.first_step = batch_size, seed, first_step
         self.rank, self.world_size = rank, world_size
+        self.last_step = last_step
         self.batches_per_epoch = len(labels) // batch_size
         self._epoch, self._perm = -1, None
-        self._buffers = BufferPool()  # the gathered images, reused once a batch is no longer held
 
     def _permutation(self, epoch: int) -> Tensor:
         if epoch != self._epoch:
@@ -160,18 +137,25 @@ class TrainBatches:
     def batch(self, step: int) -> Batch:
         """This rank's share of the minibatch of ``step``: ``(share, 3072)`` images."""
         index = self._share(step)  # (share,)
-        return Batch(self._buffers.gather(self.images, index), self.labels.index_select(0, index), index)
+        return Batch(self.images.index_select(0, index), self.labels.index_select(0, index), index)
 
-    def block(self, step: int) -> TrainBlock:
-        """Steps ``step .. step + steps_per_batch - 1``: their ``(m, share)`` rows and labels, nothing copied."""
-        index = torch.stack([self._share(step + j) for j in range(self.steps_per_batch)])  # (m, share)
-        return TrainBlock(self.images, self.labels.index_select(0, index.view(-1)).view(index.shape), index, self._buffers)
+    def block(self, step: int, steps: int | None = None) -> TrainBlock:
+        """Steps ``step .. step + steps - 1`` (default ``steps_per_batch``): ``(m, share)`` rows and labels, nothing copied."""
+        steps = self.steps_per_batch if steps is None else steps
+        index = torch.stack([self._share(step + j) for j in range(steps)])  # (m, share)
+        return TrainBlock(self.images, self.labels.index_select(0, index.view(-1)).view(index.shape), index)
 
-    def __iter__(self) -> Iterator[Batch | TrainBlock]:
+    def __len__(self) -> int:
+        if self.last_step is None:
+            raise TypeError("an endless TrainBatches (last_step=None) has no length")
+        return -(-max(self.last_step - self.first_step, 0) // self.steps_per_batch)
+
+    def __iter__(self) -> Iterator[TrainBlock]:
         step = self.first_step
-        while True:
-            yield self.batch(step) if self.steps_per_batch == 1 else self.block(step)
-            step += self.steps_per_batch
+        while self.last_step is None or step < self.last_step:
+            m = self.steps_per_batch if self.last_step is None else min(self.steps_per_batch, self.last_step - step)
+            yield self.block(step, m)
+            step += m
 
     def state_dict(self) -> dict[str, int]:
         """What a resumed fit needs to draw the same minibatches: the position is ``global_step``."""
@@ -234,12 +218,6 @@ class CIFARDataModule(pl.LightningDataModule):
         seed: seeds the minibatch order (weights are seeded by ``seed_everything``).
         eval_batch_size: images per chunk when measuring accuracy. On the CPU, chunks of about
             1000 keep the float temporaries small enough to be reused instead of freshly mapped.
-        steps_per_batch: SGD steps per Lightning training batch. Lightning's own work per batch (its
-            loop, hooks and callbacks: about 1 ms on a 2-core CPU) is then paid once for every m steps,
-            which matters when a step is short (one config, or a GPU). ``trainer.max_steps``
-            still counts SGD steps; ``trainer.val_check_interval`` counts batches, so it
-            validates every ``val_check_interval * steps_per_batch`` steps. The minibatches and
-            the result do not depend on it.
         train_eval_size: how many training images the train accuracy is measured on at each
             validation: a fixed random sample, the same at every validation (null: all of them).
             Like CS231n's solver, which samples the training set for this; 10,000 images give the
@@ -256,7 +234,6 @@ class CIFARDataModule(pl.LightningDataModule):
         seed: int = 0,
         eval_batch_size: int = 1000,
         train_eval_size: int | None = 10000,
-        steps_per_batch: int = 1,
     ) -> None:
         super().__init__()
         if dataset not in SPECS:
@@ -269,14 +246,17 @@ class CIFARDataModule(pl.LightningDataModule):
             raise ConfigError(f"data.val_ratio must lie strictly between 0 and 1, got {val_ratio!r}")
         if not isinstance(eval_batch_size, int) or isinstance(eval_batch_size, bool) or eval_batch_size <= 0:
             raise ConfigError(f"data.eval_batch_size must be a positive integer, got {eval_batch_size!r}")
-        if not isinstance(steps_per_batch, int) or isinstance(steps_per_batch, bool) or steps_per_batch <= 0:
-            raise ConfigError(f"data.steps_per_batch must be a positive integer, got {steps_per_batch!r}")
         if train_eval_size is not None and (
             not isinstance(train_eval_size, int) or isinstance(train_eval_size, bool) or train_eval_size <= 0
         ):
             raise ConfigError(f"data.train_eval_size must be a positive integer or null (all), got {train_eval_size!r}")
-        self.save_hyperparameters()
+        # logger=False: Lightning would log these to TensorBoard as an HParams session of the main
+        # run (with its hp_metric placeholder); the sweep's configs each have their own session.
+        self.save_hyperparameters(logger=False)
         self.data_dir = Path(data_dir)
+        # SGD steps per Lightning training batch: not an option, set by LinearClassifierModule when
+        # a fit starts (lit_linear.steps); the minibatches and the result do not depend on it.
+        self.steps_per_batch = 1
         self._class_names = list(self.spec.class_names)
         self.train_images = self.train_labels = self.val_images = self.val_labels = None
         self.train_eval_images = self.train_eval_labels = None
@@ -393,6 +373,7 @@ class CIFARDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> TrainBatches:
         rank, world_size = self._rank()
         first_step = self.trainer.global_step if self.trainer is not None else 0
+        max_steps = self.trainer.max_steps if self.trainer is not None else -1
         return TrainBatches(
             self.train_images,
             self.train_labels,
@@ -401,7 +382,8 @@ class CIFARDataModule(pl.LightningDataModule):
             first_step=first_step,
             rank=rank,
             world_size=world_size,
-            steps_per_batch=self.hparams.steps_per_batch,
+            steps_per_batch=self.steps_per_batch,
+            last_step=max_steps if max_steps > 0 else None,
         )
 
     def val_dataloader(self) -> list[EvalBatches]:
@@ -418,8 +400,3 @@ class CIFARDataModule(pl.LightningDataModule):
         """The test split, in row order."""
         return self._eval(self.test_images, self.test_labels)
 
-
-def steps_per_batch(trainer: pl.Trainer | None) -> int:
-    """SGD steps per Lightning training batch of ``trainer``'s data module (1 without one)."""
-    datamodule = getattr(trainer, "datamodule", None)
-    return int(datamodule.hparams.steps_per_batch) if isinstance(datamodule, CIFARDataModule) else 1

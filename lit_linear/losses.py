@@ -1,9 +1,11 @@
 """Multiclass SVM and softmax losses with hand-derived gradients.
 
-Pure PyTorch maths: no autograd, no Lightning. The course's functions return ``(loss, dW)``;
-:func:`grid_loss_factored` is what training uses: the same data loss, with its gradient left as
-its two factors so that the SGD update can fold it into one matrix product (the update takes
-the regulariser).
+Pure PyTorch maths: no autograd, no Lightning. The course's functions return ``(loss, dW)``.
+Training calls the same code one level down: :func:`grid_loss_factored` is the data loss of
+:func:`svm_loss_vectorized` / :func:`softmax_loss_vectorized` with its gradient left as its two
+factors, ``dW_data = X.T @ dscores``, so that the SGD update can fold the product into ``W``
+(``addmm_``); the update also takes the regulariser. The vectorized functions are that call
+plus ``dW = X.T @ dscores + 2 reg W``.
 
 Shapes (D features including the bias column, C classes, N rows, K configs):
 
@@ -30,7 +32,6 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from lit_linear import native
 
 Layout = Literal["KDC", "DKC"]
 
@@ -42,6 +43,7 @@ __all__ = [
     "svm_scores_grad",
     "softmax_scores_grad",
     "grid_loss_factored",
+    "grid_sq_norms",
 ]
 
 
@@ -170,10 +172,10 @@ def per_column(values: float | Tensor, K: int, C: int, like: Tensor, name: str =
 def grid_sq_norms(W_flat: Tensor, K: int, C: int) -> Tensor:
     """``||W_k||^2`` of every config of a ``(D, K*C)`` grid: ``(K,)``.
 
-    Column sums of ``W * W`` as a matrix-vector product, then a sum over C: twice as fast on the
-    CPU as a reduction over dim 0.
+    Column norms first: a reduction over dim 0 of the row-major ``(D, K*C)`` matrix runs along its
+    contiguous rows in one pass, with no ``W * W`` temporary the size of W.
     """
-    return torch.mv(W_flat.square().t(), W_flat.new_ones(W_flat.shape[0])).view(K, C).sum(dim=1)
+    return torch.linalg.vector_norm(W_flat, dim=0).square_().view(K, C).sum(dim=1)
 
 
 def svm_scores_grad(scores: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
@@ -231,29 +233,22 @@ def softmax_scores_grad(scores: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
 SCORES_GRAD = {"svm": svm_scores_grad, "softmax": softmax_scores_grad}
 
 
-def _grid_scores(W: Tensor, X: Tensor, y: Tensor, layout: Layout) -> tuple[Tensor, bool, Tensor]:
-    """Scores of every config on the shared minibatch, as one wide matrix product."""
+def _vectorized(name: str, W: Tensor, X: Tensor, y: Tensor, reg: float | Tensor, layout: Layout) -> tuple[Tensor, Tensor]:
     Wg, single = _to_dkc(W, layout)  # (D, K, C)
     D, K, C = Wg.shape
-    _check_batch(D, C, X, y)
     # A free view in DKC layout; in KDC layout the one copy that layout costs.
-    W_flat = Wg.reshape(D, K * C)  # (D, K*C)
-    return W_flat, single, (X @ W_flat).view(X.shape[0], K, C)  # (N, K, C)
-
-
-def _vectorized(name: str, W: Tensor, X: Tensor, y: Tensor, reg: float | Tensor, layout: Layout) -> tuple[Tensor, Tensor]:
-    W_flat, single, scores = _grid_scores(W, X, y, layout)
-    N, K, C = scores.shape
-    data_loss, dscores = SCORES_GRAD[name](scores, y)
+    Wg = Wg.contiguous()
+    W_flat = Wg.view(D, K * C)  # (D, K*C)
+    data_loss, dscores = grid_loss_factored(name, Wg, X, y)  # (K,), (N, K*C)
+    dW = X.t() @ dscores  # (D, K*C)
     reg_row = per_column(reg, K, C, W_flat)
-    dW = X.t() @ dscores.view(N, K * C)  # (D, K*C)
     if isinstance(reg_row, Tensor):
         loss = data_loss + reg_row.view(K, C)[:, 0] * grid_sq_norms(W_flat, K, C)
         dW.addcmul_(W_flat, reg_row, value=2.0)
     else:
         loss = data_loss + reg_row * grid_sq_norms(W_flat, K, C)
         dW.add_(W_flat, alpha=2.0 * reg_row)
-    dW = _from_dkc(dW.view(W_flat.shape[0], K, C), layout, single)
+    dW = _from_dkc(dW.view(D, K, C), layout, single)
     return (loss.squeeze(0) if single else loss), dW
 
 
@@ -320,9 +315,6 @@ def grid_loss_factored(loss: str, W: Tensor, X: Tensor, y: Tensor) -> tuple[Tens
     it again. So is the regulariser: ``reg * ||W_k||^2`` and its gradient ``2 reg W`` are taken by
     the update in the pass that scales ``W`` by ``1 - 2 lr reg``.
 
-    On the CPU in float32 the loss head runs as compiled code (:mod:`lit_linear.native`), a
-    transcription of :func:`softmax_scores_grad` / :func:`svm_scores_grad`.
-
     Args:
         loss: ``"svm"`` or ``"softmax"``.
         W: ``(D, K, C)``.
@@ -337,8 +329,5 @@ def grid_loss_factored(loss: str, W: Tensor, X: Tensor, y: Tensor) -> tuple[Tens
     _check_batch(D, C, X, y)
     N = X.shape[0]
     scores = grid_scores(W.view(D, K * C), X)  # (N, K*C)
-    data_loss = native.scores_grad(loss, scores, y, K, C)
-    if data_loss is not None:
-        return data_loss, scores  # overwritten with dscores
-    data_loss, dscores = SCORES_GRAD[loss](scores.view(N, K, C), y)
+    data_loss, dscores = SCORES_GRAD[loss](scores.view(N, K, C), y)  # (K,), (N, K, C)
     return data_loss, dscores.view(N, K * C)

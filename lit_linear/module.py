@@ -9,8 +9,11 @@ The K = len(lr) * len(reg) configs live side by side in one ``W (D, K, C)``. Eve
 them score the same minibatch in one ``(N, D) @ (D, K*C)`` product and get their hand-derived
 gradient from one ``(D, N) @ (N, K*C)`` product (:mod:`lit_linear.losses`), which
 :class:`GridSGD` adds straight into ``W``: ``W_k <- W_k - lr_k * dW_k``. Lightning never calls backward
-(``automatic_optimization = False``). Config k of a grid therefore follows exactly the path it
-would follow trained alone with the same seed.
+(``automatic_optimization = False``). Config k of a grid therefore follows the path it would
+follow trained alone with the same seed (up to float32 rounding of products of other widths).
+
+A Lightning training batch holds several SGD steps (:mod:`lit_linear.steps`); every step goes
+through the optimizer, so ``global_step``, ``max_steps`` and the checkpoint intervals count SGD steps.
 """
 
 from __future__ import annotations
@@ -25,31 +28,35 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from lit_linear.classifier import LinearClassifier, gather_features, preprocess
-from lit_linear.data import Batch, TrainBlock, steps_per_batch
+from lit_linear.data import CIFARDataModule, TrainBlock
 from lit_linear.errors import ConfigError, LitLinearError, SweepDivergedError
+from lit_linear.graphs import CapturedCall
 from lit_linear.losses import SCORES_GRAD, grid_loss_factored
 from lit_linear.metrics import GridAccuracy
 from lit_linear.optim import GridSGD
+from lit_linear.steps import check_fit_settings, step_counts, steps_per_batch
 from lit_linear.sweep import ConfigResult, SweepResult, as_value_list, grid
 
-def check_fit_settings(max_steps: int | None, val_check_interval: Any, steps_per_batch: int = 1) -> None:
-    """Refuse trainer settings under which a sweep cannot end with validated weights."""
-    if max_steps is None or max_steps <= 0:
-        raise ConfigError(
-            f"trainer.max_steps must be a positive number of SGD iterations (got {max_steps}); e.g. --trainer.max_steps 2000"
-        )
-    if not isinstance(val_check_interval, int) or isinstance(val_check_interval, bool) or val_check_interval <= 0:
-        raise ConfigError(
-            f"trainer.val_check_interval must be a positive number of batches (got {val_check_interval!r}): the training "
-            "stream has no epochs; e.g. --trainer.val_check_interval 500 --trainer.check_val_every_n_epoch null"
-        )
-    every = val_check_interval * steps_per_batch
-    if max_steps % every:
-        detail = f" x data.steps_per_batch ({steps_per_batch}) = {every} steps" if steps_per_batch > 1 else ""
-        raise ConfigError(
-            f"trainer.max_steps ({max_steps}) must be a multiple of trainer.val_check_interval ({val_check_interval})"
-            f"{detail} so that the final weights are validated"
-        )
+
+def data_term(loss: str, W: Tensor, split: Tensor, rows: Tensor, labels: Tensor, pixel_mean: Tensor,
+              out: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
+    """The features of one minibatch and the grid's data loss on it, with its gradient as a factor.
+
+    Args:
+        loss: ``"svm"`` or ``"softmax"``.
+        W: ``(D, K, C)``.
+        split: ``(M, 3072)`` uint8, the training split.
+        rows: ``(n,)`` the minibatch's rows of ``split``.
+        labels: ``(n,)`` int64.
+        pixel_mean: ``(3072,)``.
+        out: a ``(n, D)`` buffer for the features, reused from step to step.
+
+    Returns:
+        ``(data_loss (K,), X (n, D), dscores (n, K*C))``: what :class:`GridSGD` takes.
+    """
+    X = gather_features(split, rows, pixel_mean, W.dtype, out=out)  # (n, D)
+    data_loss, dscores = grid_loss_factored(loss, W, X, labels)  # (K,), (n, K*C)
+    return data_loss, X, dscores
 
 
 class LinearClassifierModule(pl.LightningModule):
@@ -65,6 +72,11 @@ class LinearClassifierModule(pl.LightningModule):
         num_classes: C; linked from the data module by the CLI.
         feature_dim: D, features per image including the bias column; linked from the data module.
         class_names: names of the C classes; linked from the data module.
+        compile: run the training step's maths (features, loss, update) through ``torch.compile``
+            on any device. The first steps pay for the compilation (see the README).
+        cuda_graph: on CUDA, record the training step in CUDA graphs and replay them, so that
+            Python and kernel launches do not set the pace (null: on for a single CUDA device,
+            off under DDP and on other devices).
     """
 
     def __init__(
@@ -78,6 +90,8 @@ class LinearClassifierModule(pl.LightningModule):
         num_classes: int = 10,
         feature_dim: int = 3073,
         class_names: list[str] | None = None,
+        compile: bool = False,
+        cuda_graph: bool | None = None,
     ) -> None:
         super().__init__()
         if loss not in SCORES_GRAD:
@@ -95,7 +109,9 @@ class LinearClassifierModule(pl.LightningModule):
         class_names = list(class_names) if class_names is not None else [str(c) for c in range(num_classes)]
         if len(class_names) != num_classes:
             raise ConfigError(f"model.class_names has {len(class_names)} names for {num_classes} classes")
-        self.save_hyperparameters()
+        # logger=False: Lightning would log these to TensorBoard as an HParams session of the main
+        # run (with its hp_metric placeholder); SweepTensorBoard gives every config a session of its own.
+        self.save_hyperparameters(logger=False)
         self.automatic_optimization = False
         self.configs = grid(lrs, regs)  # config k = (lr, reg), lr-major
         self.class_names = class_names
@@ -112,7 +128,12 @@ class LinearClassifierModule(pl.LightningModule):
         self.val_acc = GridAccuracy(K)
         self.test_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
         self.results: SweepResult | None = None
+        self.steps_per_batch = 1  # SGD steps per Lightning batch, chosen when a fit starts (lit_linear.steps)
+        self._user_val_check_interval: Any = None  # the trainer's interval in steps, put back after fit
         self._x_buffer: Tensor | None = None  # the (n, D) training features, reused step after step
+        self._data_term: Any = None  # data_term, compiled or recorded in a CUDA graph when asked
+        self._rows: Tensor | None = None  # a CUDA graph's fixed inputs: the rows and labels of the step
+        self._labels: Tensor | None = None
 
     @property
     def num_configs(self) -> int:
@@ -122,21 +143,60 @@ class LinearClassifierModule(pl.LightningModule):
     def setup(self, stage: str) -> None:
         datamodule = self.trainer.datamodule
         if stage == "fit":
-            check_fit_settings(self.trainer.max_steps, self.trainer.val_check_interval, steps_per_batch(self.trainer))
+            check_fit_settings(self.trainer)
             # The mean of this run's training split; test and predict keep the checkpoint's.
             if getattr(datamodule, "pixel_mean", None) is not None:
                 self.pixel_mean.copy_(datamodule.pixel_mean)
+            self._group_steps(global_step=0)
         if hasattr(datamodule, "class_names"):
             self.class_names = list(datamodule.class_names)
 
+    def _group_steps(self, global_step: int) -> None:
+        """Choose the SGD steps per Lightning batch (:mod:`lit_linear.steps`) and give the trainer
+        its validation interval in such batches for this fit."""
+        trainer, datamodule = self.trainer, self.trainer.datamodule
+        if self._user_val_check_interval is not None:  # chosen before: start again from the user's interval
+            trainer.val_check_interval = self._user_val_check_interval
+        m = 1
+        if isinstance(datamodule, CIFARDataModule) and not trainer.fast_dev_run:
+            m = steps_per_batch(step_counts(trainer, global_step))
+            datamodule.steps_per_batch = m
+        self.steps_per_batch = m
+        if m > 1:
+            self._user_val_check_interval = trainer.val_check_interval
+            trainer.val_check_interval = trainer.val_check_interval // m
+
+    def teardown(self, stage: str) -> None:
+        if self._user_val_check_interval is not None:
+            self.trainer.val_check_interval = self._user_val_check_interval
+            self._user_val_check_interval = None
+
+    def _use_cuda_graph(self) -> bool:
+        wanted = self.hparams.cuda_graph
+        single_cuda = self.W.device.type == "cuda" and self.trainer.world_size == 1
+        if wanted and not single_cuda:
+            raise ConfigError(
+                f"model.cuda_graph true needs one CUDA device (training on {self.W.device.type} with "
+                f"{self.trainer.world_size} processes); leave it null to use graphs wherever they apply"
+            )
+        return single_cuda if wanted is None else bool(wanted)
+
     def configure_optimizers(self) -> GridSGD:
+        graphs = self._use_cuda_graph()
+        fn = torch.compile(data_term, dynamic=False) if self.hparams.compile else data_term
+        self._data_term = CapturedCall(fn) if graphs else fn
         return GridSGD(
             [self.W],
             lr=[lr for lr, _ in self.configs],
             reg=[reg for _, reg in self.configs],
             lr_decay=self.hparams.lr_decay,
             lr_decay_every=self.hparams.lr_decay_every,
+            compile=self.hparams.compile,
+            cuda_graph=graphs,
         )
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["steps_per_batch"] = self.steps_per_batch
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         saved = checkpoint.get("hyper_parameters", {})
@@ -149,38 +209,32 @@ class LinearClassifierModule(pl.LightningModule):
     def _features(self, images: Tensor) -> Tensor:
         return preprocess(images, self.pixel_mean, self.W.dtype)  # (N, D)
 
-    def training_step(self, batch: Batch | TrainBlock, batch_idx: int) -> None:
-        """One SGD step per minibatch: a :class:`Batch` of ``(n, 3072)`` (or ``(m, n, 3072)``) images,
-        or a :class:`TrainBlock` of ``data.steps_per_batch`` m steps (``(m, n)`` rows of its split)."""
+    def training_step(self, batch: TrainBlock, batch_idx: int) -> None:
+        """``m`` SGD steps: a :class:`TrainBlock` of ``(m, n)`` rows of the training split and their labels."""
         optimizer = self.optimizers()
-        dtype = self.W.dtype
-        if isinstance(batch, TrainBlock):
-            source, steps, m = batch.source, zip(batch.index, batch.labels), batch.index.shape[0]  # rows gathered per step
-        else:
-            images, labels = batch.images, batch.labels
-            if images.dim() == 2:
-                images, labels = images.unsqueeze(0), labels.unsqueeze(0)  # (1, n, 3072), (1, n)
-            source, steps, m = None, zip(images, labels), images.shape[0]
-        for rows, step_labels in steps:
-            # One (n, D) feature buffer, reused: a fresh 2.4 MB tensor per step costs page faults.
-            if source is None:
-                X = preprocess(rows, self.pixel_mean, dtype, out=self._x_buffer)
-            else:
-                X = gather_features(source, rows, self.pixel_mean, dtype, out=self._x_buffer)
-            if X is not self._x_buffer:  # first step, or another size, dtype or device
-                self._x_buffer = X
-            loss = optimizer.step(closure=self._closure(X, step_labels))  # (K,)
+        for rows, labels in zip(batch.index, batch.labels):
+            loss = optimizer.step(closure=self._closure(batch.source, rows, labels))  # (K,)
             # Accumulated on the device and read at validation: per-step logging would sync every step.
             self.loss_sum.add_(loss)
-        self.loss_steps.add_(m)
+        self.loss_steps.add_(batch.index.shape[0])
 
-    def _closure(self, X: Tensor, y: Tensor):
-        """What GridSGD calls: the data loss ``(K,)`` and its gradient on the minibatch ``X (n, D)``, ``y (n,)``."""
+    def _closure(self, split: Tensor, rows: Tensor, labels: Tensor):
+        """What GridSGD calls: the data loss ``(K,)`` and its gradient on the rows ``rows (n,)`` of ``split``."""
         strategy = self.trainer.strategy
+        if isinstance(self._data_term, CapturedCall):
+            # A CUDA graph reads fixed tensors: the step's rows and labels are copied into them.
+            if self._rows is None or self._rows.shape != rows.shape:
+                self._rows, self._labels = torch.empty_like(rows), torch.empty_like(labels)
+            self._rows.copy_(rows)
+            self._labels.copy_(labels)
+            rows, labels = self._rows, self._labels
 
         def closure():
             # The data term; GridSGD adds the regulariser (its loss and its gradient) itself.
-            loss, dscores = grid_loss_factored(self.hparams.loss, self.W, X, y)  # (K,), (n, K*C)
+            # Eagerly, one (n, D) feature buffer is reused: a fresh 2.4 MB tensor per step costs page faults.
+            out = self._x_buffer if self._data_term is data_term else None
+            loss, X, dscores = self._data_term(self.hparams.loss, self.W, split, rows, labels, self.pixel_mean, out)
+            self._x_buffer = X
             if strategy.world_size == 1:
                 return loss, X, dscores  # GridSGD adds X.T @ dscores into W in one product
             # DDP only averages gradients that autograd produced; this one is formed and averaged by
@@ -190,6 +244,12 @@ class LinearClassifierModule(pl.LightningModule):
             return strategy.reduce(loss, reduce_op="mean")
 
         return closure
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # Lightning validates on its interval and when asked to stop: asking at the last step
+        # validates the final weights when max_steps is not a multiple of the interval.
+        if self.trainer.max_steps > 0 and self.global_step >= self.trainer.max_steps:
+            self.trainer.should_stop = True
 
     # --- validation: train and val accuracy of every config ------------------------------------
     def _grid_scores(self, images: Tensor) -> Tensor:
@@ -259,11 +319,14 @@ class LinearClassifierModule(pl.LightningModule):
         log_dir = self.trainer.log_dir  # a collective under DDP: every rank asks
         if self.results is None:
             return
-        if self.trainer.is_global_zero and log_dir is not None:
-            self.results.write_json(os.path.join(log_dir, "sweep.json"))
-            if self.results.best is not None:
-                self.best_classifier().save(os.path.join(log_dir, "best_model.pt"))
+        if self.trainer.is_global_zero:
             print(self.results.table(), flush=True)
+            # fast_dev_run writes no files, as everywhere in Lightning.
+            if log_dir is not None and not self.trainer.fast_dev_run:
+                self.results.write_json(os.path.join(log_dir, "sweep.json"))
+                if self.results.best is not None:
+                    self.best_classifier().save(os.path.join(log_dir, "best_model.pt"))
+                print(f"run written to {os.path.abspath(log_dir)}", flush=True)
         if self.results.best is None:
             raise SweepDivergedError(
                 f"every one of the {self.num_configs} configs diverged (non-finite loss or weights), so no "
@@ -278,6 +341,11 @@ class LinearClassifierModule(pl.LightningModule):
         self.test_acc.update(self._best_scores(batch.images).argmax(dim=1), batch.labels)
         self.log("test/acc", self.test_acc)
 
-    def predict_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> tuple[Tensor, Tensor]:
-        """``(row index (n,), predicted label (n,))`` of the best config."""
-        return batch.index, self._best_scores(batch.images).argmax(dim=1)
+    def on_test_end(self) -> None:
+        log_dir = self.trainer.log_dir  # a collective under DDP: every rank asks
+        if self.trainer.is_global_zero and log_dir is not None and self.trainer.loggers:
+            print(f"test results logged to {os.path.abspath(log_dir)}", flush=True)
+
+    def predict_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> tuple[Tensor, Tensor, Tensor]:
+        """``(row index (n,), predicted label (n,), true label (n,))`` of the best config."""
+        return batch.index, self._best_scores(batch.images).argmax(dim=1), batch.labels

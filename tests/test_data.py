@@ -15,6 +15,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torchvision.datasets.utils as tv_utils
+from lightning.fabric.utilities.apply_func import move_data_to_device
 from torchvision.datasets import CIFAR10
 
 import lit_linear.cifar as cifar
@@ -262,13 +263,16 @@ def split() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def take(batches: TrainBatches, k: int) -> list[Batch]:
-    return list(itertools.islice(iter(batches), k))
+    """The first k steps of one-step blocks, each as the Batch of its rows."""
+    blocks = itertools.islice(iter(batches), k)
+    return [Batch(block.images[0], block.labels[0], block.index[0]) for block in blocks]
 
 
 def test_train_batch_shapes_and_contents(split):
     images, labels = split
-    batch = next(iter(TrainBatches(images, labels, batch_size=10, seed=0)))
-    assert isinstance(batch, Batch)
+    block = next(iter(TrainBatches(images, labels, batch_size=10, seed=0)))
+    assert isinstance(block, TrainBlock) and block.index.shape == (1, 10)
+    batch = take(TrainBatches(images, labels, batch_size=10, seed=0), 1)[0]
     assert batch.images.shape == (10, PIXELS) and batch.images.dtype == torch.uint8
     assert batch.labels.shape == (10,) and batch.labels.dtype == torch.int64
     assert batch.index.shape == (10,) and batch.index.dtype == torch.int64
@@ -374,10 +378,13 @@ def test_loaders_follow_trainer_rank_and_step(cifar10_dir):
     dm = fit_dm(cifar10_dir, batch_size=20, eval_batch_size=50)
     plain = dm.train_dataloader()
     assert isinstance(plain, TrainBatches) and plain.first_step == 0
-    dm.trainer = SimpleNamespace(global_rank=1, world_size=2, global_step=7)
-    shard = next(iter(dm.train_dataloader()))
-    assert torch.equal(shard.index, plain.batch(7).index[10:])  # rank 1's half of step 7's global batch
-    assert torch.equal(shard.images, dm.train_images[shard.index])  # a gather from the split tensor
+    dm.trainer = SimpleNamespace(global_rank=1, world_size=2, global_step=7, max_steps=9)
+    dm.steps_per_batch = 5  # what the module chooses when a fit starts
+    loader = dm.train_dataloader()
+    assert len(loader) == 1  # steps 7 and 8, up to max_steps
+    shard = next(iter(loader))
+    assert torch.equal(shard.index[0], plain.batch(7).index[10:])  # rank 1's half of step 7's global batch
+    assert torch.equal(shard.images[1], dm.train_images[shard.index[1]])  # a gather from the split tensor
     train_loader, val_loader = dm.val_dataloader()
     chunks = [b.index.tolist() for b in train_loader]  # rank 1's half of the training split, 50 at a time
     assert chunks == [list(range(120, 170)), list(range(170, 220)), list(range(220, 240))]
@@ -434,7 +441,7 @@ def test_train_accuracy_is_measured_on_a_fixed_sample_of_training_rows(tmp_path)
         CIFARDataModule(train_eval_size=0)
 
 
-def test_steps_per_batch_yields_the_same_minibatches_as_rows_of_the_split(split):
+def test_blocks_of_steps_are_the_same_minibatches_as_rows_of_the_split(split):
     single = TrainBatches(*split, batch_size=10, seed=4)
     blocks = TrainBatches(*split, batch_size=10, seed=4, steps_per_batch=3, first_step=6)
     it = iter(blocks)
@@ -448,10 +455,19 @@ def test_steps_per_batch_yields_the_same_minibatches_as_rows_of_the_split(split)
             step = single.batch(first + j)
             assert torch.equal(block.images[j], step.images) and torch.equal(block.labels[j], step.labels)
             assert torch.equal(block.index[j], step.index)
-    moved = block.to(torch.device("cpu"), non_blocking=True)  # what Lightning's transfer to a device calls
+    moved = move_data_to_device(block, torch.device("cpu"))  # what Lightning's transfer to a device does
     assert isinstance(moved, TrainBlock) and torch.equal(moved.images, block.images)
 
 
-def test_resuming_between_the_steps_of_a_batch_is_refused(split):
-    with pytest.raises(ConfigError, match="data.steps_per_batch"):
-        TrainBatches(*split, batch_size=10, seed=0, steps_per_batch=4, first_step=6)
+@pytest.mark.parametrize("first_step, last_step, sizes", [(0, 12, [5, 5, 2]), (7, 12, [5]), (6, 8, [2]), (12, 12, [])])
+def test_the_stream_ends_at_last_step_with_a_length_in_batches(split, first_step, last_step, sizes):
+    """With the trainer's max_steps the stream is finite: Lightning's progress bar shows batches of a known total."""
+    blocks = TrainBatches(*split, batch_size=10, seed=4, steps_per_batch=5, first_step=first_step, last_step=last_step)
+    assert len(blocks) == len(sizes)
+    got = [b.index for b in blocks]
+    assert [index.shape[0] for index in got] == sizes
+    single = TrainBatches(*split, batch_size=10, seed=4)
+    if sizes:
+        assert torch.equal(torch.cat(got), torch.stack([single.batch(t).index for t in range(first_step, last_step)]))
+    with pytest.raises(TypeError):
+        len(TrainBatches(*split, batch_size=10, seed=4))  # endless: no length

@@ -9,13 +9,16 @@ import pytest
 import torch
 
 from lit_linear import CIFARDataModule, LinearClassifier, LinearClassifierModule
+from lit_linear import steps as steps_module
 from lit_linear.classifier import preprocess
+from lit_linear.module import data_term
+from lit_linear.optim import sgd_update
 
 
-def fit(data_dir, root, lr, reg, *, loss="softmax", steps=40, interval=20, precision="64-true", steps_per_batch=1, **model_kwargs):
+def fit(data_dir, root, lr, reg, *, loss="softmax", steps=40, interval=20, precision="64-true", **model_kwargs):
     """Fit on the tiny data set (batch 20) with logging off: artifacts land in ``root``."""
     pl.seed_everything(0)
-    datamodule = CIFARDataModule(data_dir=str(data_dir), download=False, batch_size=20, steps_per_batch=steps_per_batch)
+    datamodule = CIFARDataModule(data_dir=str(data_dir), download=False, batch_size=20)
     model = LinearClassifierModule(loss=loss, lr=lr, reg=reg, **model_kwargs)
     trainer = pl.Trainer(
         accelerator="cpu",
@@ -47,16 +50,20 @@ def test_config_trained_in_a_grid_equals_it_trained_alone(cifar10_dir, tmp_path,
     assert not torch.allclose(grid_model.W[:, 0, :], grid_model.W[:, 3, :])
 
 
-def test_several_steps_per_batch_give_the_same_result(cifar10_dir, tmp_path):
-    """data.steps_per_batch only changes how many SGD steps Lightning sees as one batch."""
-    kwargs = dict(lr_decay=0.9, lr_decay_every=7, precision="32-true")
-    one, one_trainer, _ = fit(cifar10_dir, tmp_path / "one", [1e-3, 3e-2], [0.0, 1e-2], steps=40, interval=20, **kwargs)
-    five, five_trainer, _ = fit(cifar10_dir, tmp_path / "five", [1e-3, 3e-2], [0.0, 1e-2], steps=40, interval=4,
-                                steps_per_batch=5, **kwargs)  # fmt: skip
-    assert five_trainer.global_step == one_trainer.global_step == 40
-    assert five_trainer.fit_loop.epoch_loop.batch_progress.total.completed == 8
-    assert torch.equal(five.W, one.W)
-    assert five.results == one.results  # validated at the same steps, with the same loss averages
+@pytest.mark.parametrize("limit, batches", [(1, 40), (4, 10), (50, 2)])
+def test_grouping_steps_into_batches_does_not_change_the_result(cifar10_dir, tmp_path, monkeypatch, limit, batches):
+    """The package groups SGD steps into Lightning batches for speed; the weights and the
+    validations are those of one step a batch, to the bit (float64)."""
+    kwargs = dict(lr_decay=0.9, lr_decay_every=7, steps=40, interval=20)
+    monkeypatch.setattr(steps_module, "MAX_STEPS_PER_BATCH", 1)
+    one, one_trainer, _ = fit(cifar10_dir, tmp_path / "one", [1e-3, 3e-2], [0.0, 1e-2], **kwargs)
+    monkeypatch.setattr(steps_module, "MAX_STEPS_PER_BATCH", limit)
+    grouped, trainer, _ = fit(cifar10_dir, tmp_path / "grouped", [1e-3, 3e-2], [0.0, 1e-2], **kwargs)
+    assert trainer.global_step == one_trainer.global_step == 40
+    assert trainer.fit_loop.epoch_loop.batch_progress.total.completed == batches
+    assert trainer.val_check_interval == 20  # the user's setting, in steps, after the fit
+    assert torch.equal(grouped.W, one.W)
+    assert grouped.results == one.results  # validated at the same steps, with the same loss averages
 
 
 def test_training_never_calls_backward_and_counts_sgd_steps(cifar10_dir, tmp_path, monkeypatch):
@@ -120,3 +127,19 @@ def test_validation_accuracy_matches_a_direct_computation(cifar10_dir, tmp_path)
         preds = (X @ model.W[:, k, :]).argmax(1)
         assert config.val_acc == pytest.approx((preds == datamodule.val_labels).double().mean().item(), abs=1e-12)
     assert torch.allclose(model.pixel_mean, datamodule.pixel_mean)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("loss", ["svm", "softmax"])
+def test_compiled_step_trains_what_the_eager_step_trains(cifar10_dir, tmp_path, loss):
+    """``model.compile``: the same maths through torch.compile (on the CPU: C++ from inductor)."""
+    lrs, regs = [1e-3, 3e-2], [1e-4, 1e-2]
+    kwargs = dict(loss=loss, precision="32-true", lr_decay=0.9, lr_decay_every=7)
+    eager, _, _ = fit(cifar10_dir, tmp_path / "eager", lrs, regs, **kwargs)
+    compiled, trainer, _ = fit(cifar10_dir, tmp_path / "compiled", lrs, regs, compile=True, **kwargs)
+    optimizer = trainer.optimizers[0]
+    assert compiled._data_term is not data_term and optimizer._update is not sgd_update  # torch.compile's wrappers
+    assert torch.allclose(compiled.W, eager.W, rtol=1e-4, atol=1e-6)
+    assert compiled.results.best_index == eager.results.best_index
+    for a, b in zip(compiled.results.configs, eager.results.configs):
+        assert a.val_acc == pytest.approx(b.val_acc, abs=1 / 60)  # at most one of the 60 val images differs

@@ -1,5 +1,6 @@
 """GridSGD: the hand-applied update, its step-based decay, and freezing of diverged configs."""
 
+import copy
 import math
 
 import pytest
@@ -66,7 +67,7 @@ def test_state_round_trips_through_state_dict():
     W, opt = make([0.2, 0.2], decay=0.5, every=1)
     W.grad = torch.ones_like(W)
     opt.step(lambda: torch.tensor([0.0, math.nan], dtype=torch.float64))
-    state = opt.state_dict()
+    state = copy.deepcopy(opt.state_dict())  # as read back from a checkpoint file: no tensor shared
 
     W2 = torch.nn.Parameter(W.detach().clone())
     opt2 = GridSGD([W2], lr=[0.2, 0.2], lr_decay=0.5, lr_decay_every=1)

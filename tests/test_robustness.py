@@ -34,11 +34,12 @@ BAD_OPTIONS = [
     (["--data.val_ratio", "1.5"], "data.val_ratio"),
     (["--trainer.max_steps", "0"], "trainer.max_steps"),
     (["--trainer.max_steps", "-1"], "trainer.max_steps"),
-    (["--data.steps_per_batch", "0"], "data.steps_per_batch"),
-    # 20 batches of 3 steps do not divide the 40 steps (cli_args: max_steps 40, val_check_interval 20).
-    (["--data.steps_per_batch", "3"], "data.steps_per_batch"),
-    (["--data.steps_per_batch", "2", "--trainer.val_check_interval", "10", "--last_checkpoint.every_n_train_steps", "5"],
-     "last_checkpoint.every_n_train_steps"),
+    (["--trainer.val_check_interval", "0.5"], "val_check_interval"),
+    (["--trainer.check_val_every_n_epoch", "1"], "trainer.check_val_every_n_epoch"),
+    (["--last_checkpoint.every_n_train_steps", "0"], "last_checkpoint.every_n_train_steps"),
+    (["--trainer.limit_val_batches", "0"], "trainer.limit_val_batches"),
+    (["--trainer.overfit_batches", "2"], "trainer.overfit_batches"),
+    (["--trainer.limit_train_batches", "5"], "trainer.limit_train_batches"),
 ]
 
 
@@ -63,12 +64,6 @@ def test_missing_max_steps_is_refused(tmp_path, capsys):
         main(["fit", *args])
     assert exit_info.value.code == 2
     assert "trainer.max_steps must be a positive number" in capsys.readouterr().err
-
-
-def test_max_steps_must_be_a_multiple_of_the_validation_interval(tmp_path, capsys):
-    with pytest.raises(SystemExit):
-        main(["fit", *cli_args(tmp_path, tmp_path / "run", steps=50, interval=20)])
-    assert "multiple of trainer.val_check_interval" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -97,11 +92,15 @@ def fit(data_dir, root, lr, reg, steps=40, precision="32-true"):
 def test_a_diverging_config_is_contained(cifar10_dir, tmp_path, capsys):
     """lr = 1e6 blows up; it is marked, frozen, never best, and the others are untouched."""
     mixed = fit(cifar10_dir, tmp_path / "mixed", [0.05, 1e6], [1e-3])
-    clean = fit(cifar10_dir, tmp_path / "clean", [0.05], [1e-3])
+    # Like with like: a neighbour that stays finite, in a grid of the same width. (A config alone is
+    # a product of another width, which BLAS may round differently in float32.)
+    clean = fit(cifar10_dir, tmp_path / "clean", [0.05, 1e-3], [1e-3])
     sweep = json.loads((tmp_path / "mixed" / "sweep.json").read_text())
     assert [c["status"] for c in sweep["configs"]] == ["ok", "diverged"]
     assert sweep["best"]["lr"] == 0.05
     assert torch.equal(mixed.W[:, 0], clean.W[:, 0]), "a diverging neighbour must not disturb a config"
+    alone = fit(cifar10_dir, tmp_path / "alone", [0.05], [1e-3])
+    assert torch.allclose(mixed.W[:, 0], alone.W[:, 0], rtol=1e-5, atol=1e-7)
     assert (tmp_path / "mixed" / "best_model.pt").is_file()
     assert "diverged" in capsys.readouterr().out
 

@@ -1,0 +1,58 @@
+"""CapturedCall: a function of fixed tensors, recorded once in a CUDA graph and replayed.
+
+On a GPU a training step is a few dozen small kernels; launched one by one from Python, the host
+sets the pace and the device waits. Recorded in a CUDA graph (``torch.cuda.graph``), the same
+kernels are launched by one call. A graph replays the exact memory it was recorded with, so the
+function must read and write the same tensors at every call (its caller refills them in place).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+
+
+class CapturedCall:
+    """``fn(*args)``, run eagerly for ``warmup`` calls, then recorded in a CUDA graph and replayed.
+
+    Every call does the work of one call of ``fn``: the recording call replays the graph once
+    after recording it. A call with other tensors (another memory address) or other plain
+    arguments than the recorded ones warms up and records again. The returned tensors are the
+    graph's own outputs, overwritten by the next replay.
+
+    Args:
+        fn: a function of tensors (and plain values) that launches only CUDA work, with no
+            value read back to the host and no Python state that must change from call to call.
+        warmup: eager calls before recording (on a side stream, as ``torch.cuda.graph`` asks).
+    """
+
+    def __init__(self, fn: Callable[..., Any], warmup: int = 3) -> None:
+        self.fn, self.warmup = fn, warmup
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self._key: tuple | None = None
+        self._calls = 0
+        self._out: Any = None
+
+    def __call__(self, *args: Any) -> Any:
+        key = tuple((a.data_ptr(), a.shape, a.dtype) if isinstance(a, Tensor) else a for a in args)
+        if key != self._key:
+            self.graph, self._key, self._calls = None, key, 0
+        if self.graph is not None:
+            self.graph.replay()
+            return self._out
+        if self._calls < self.warmup:
+            self._calls += 1
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):
+                out = self.fn(*args)
+            torch.cuda.current_stream().wait_stream(stream)
+            return out
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            self._out = self.fn(*args)
+        self.graph = graph
+        graph.replay()
+        return self._out
