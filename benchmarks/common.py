@@ -10,12 +10,12 @@ import time
 from typing import Callable
 
 import torch
-import yaml
 from lightning.pytorch.callbacks import Callback
 
 from lit_linear.classifier import preprocess
 from lit_linear.data import CIFARDataModule, TrainBatches
-from lit_linear.losses import grid_loss_factored, softmax_loss_vectorized, svm_loss_vectorized
+from lit_linear.losses import softmax_loss_vectorized, svm_loss_vectorized
+from lit_linear.module import data_term
 from lit_linear.optim import GridSGD
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -68,7 +68,7 @@ def plain_loop(
     """The plain PyTorch loop: K configs side by side in ``W (D, K, C)`` (K = 1 for one config).
 
     Same minibatches (the package's sampler), same loss and the same update as the module on
-    one device (:func:`grid_loss_factored`, :class:`GridSGD`), but no Lightning: the reference
+    one device (:func:`data_term`, :class:`GridSGD`), but no Lightning: the reference
     the Lightning run is measured against.
     """
     K = len(lrs) * len(regs)
@@ -77,8 +77,8 @@ def plain_loop(
     batches = TrainBatches(dm.train_images, dm.train_labels, dm.hparams.batch_size, seed)
     X = None
     for t in range(steps):
-        b = batches.batch(t)
-        X = sgd_step(optimizer, loss, W, b.images, b.labels, dm.pixel_mean, X)
+        rows = batches.global_indices(t)  # (N,)
+        X = sgd_step(optimizer, loss, W, dm.train_images, rows, dm.train_labels.index_select(0, rows), dm.pixel_mean, X)
     return W
 
 
@@ -101,18 +101,19 @@ def course_loop(dm: CIFARDataModule, loss: str, lr: float, reg: float, steps: in
     return W
 
 
-def sgd_step(optimizer: GridSGD, loss: str, W: torch.Tensor, images: torch.Tensor, labels: torch.Tensor,
+def sgd_step(optimizer: GridSGD, loss: str, W: torch.Tensor, split: torch.Tensor, rows: torch.Tensor, labels: torch.Tensor,
              pixel_mean: torch.Tensor, X: torch.Tensor | None) -> torch.Tensor:
-    """One training step's maths as the module runs it: features of the uint8 ``images`` (written
-    into ``X`` when it fits, and returned for the next step), the data loss and ``GridSGD.step``."""
-    X = preprocess(images, pixel_mean, out=X)
+    """One training step's maths as the module runs it: :func:`lit_linear.module.data_term` (features
+    of the rows ``rows`` of the uint8 ``split``, written into ``X`` when it fits, and the data loss)
+    and ``GridSGD.step``; returns the features buffer for the next step."""
+    out = {}
 
     def closure():
-        value, dscores = grid_loss_factored(loss, W, X, labels)  # (K,), (N, K*C); GridSGD adds the regulariser
-        return value, X, dscores
+        value, out["X"], dscores = data_term(loss, W, split, rows, labels, pixel_mean, X)  # GridSGD adds the regulariser
+        return value, out["X"], dscores
 
     optimizer.step(closure)
-    return X
+    return out["X"]
 
 
 class FitTimer(Callback):
@@ -145,9 +146,7 @@ def shipped_fit(config: str, data_dir: str, root: str, steps: int, *extra: str, 
     """
     from lit_linear.cli import LinearCLI
 
-    with open(os.path.join(REPO, "configs", config), encoding="utf-8") as f:
-        steps_per_batch = yaml.safe_load(f)["data"].get("steps_per_batch", 1)
-    interval = min(500, steps) // steps_per_batch  # validate every 500 steps, in batches
+    interval = min(500, steps)  # validate every 500 SGD steps, as the shipped configs do
     cli = LinearCLI(
         args=[
             "--config", os.path.join(REPO, "configs", config), "--data.data_dir", data_dir, "--data.download", "false",

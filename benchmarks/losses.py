@@ -5,10 +5,7 @@
 On 500 x 3073 rows (real CIFAR-10 validation images if --data-dir is given, else random ones) with
 W = 1e-4 * randn(3073, 10): seconds per call of each loss, naive and vectorized, and the speed-up
 (the course saw about 80x for softmax). Then the vectorized grid loss on a 200-row minibatch at
-K = 1, 5, 25 configs (DKC layout): seconds per call and per config. Last, the maths of one training
-step as the module runs it (preprocess a uint8 minibatch, ``grid_loss_factored``, ``GridSGD.step``)
-with the compiled CPU kernels and with the PyTorch code they transcribe (``LIT_LINEAR_NATIVE=0``),
-measured alternately in one process.
+K = 1, 5, 25 configs (DKC layout): seconds per call and per config.
 """
 
 from __future__ import annotations
@@ -21,12 +18,10 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import load_data, machine, median, sgd_step, write_json  # noqa: E402
+from common import load_data, machine, median, write_json  # noqa: E402
 
 from lit_linear.classifier import preprocess  # noqa: E402
-from lit_linear import native  # noqa: E402
 from lit_linear.losses import softmax_loss_naive, softmax_loss_vectorized, svm_loss_naive, svm_loss_vectorized  # noqa: E402
-from lit_linear.optim import GridSGD  # noqa: E402
 
 
 def per_call(fn, repeats: int) -> float:
@@ -76,40 +71,7 @@ def main() -> None:
             t = per_call(lambda: vectorized(Wg, Xb, yb, reg, layout="DKC"), 200)
             grid_rows.append({"loss": name, "K": K, "ms_per_call": 1e3 * t, "ms_per_config": 1e3 * t / K})
             print(f"{name:8s} {K:3d} {1e3 * t:12.3f} {1e3 * t / K:14.3f}")
-    step_rows = training_step_table(*((dm.train_images[:200], dm.pixel_mean) if args.data_dir else (None, None)))
-    write_json(args.out, {"machine": machine(), "naive_vs_vectorized": rows, "grid": grid_rows, "training_step": step_rows})
-
-
-def training_step_table(images: torch.Tensor | None, pixel_mean: torch.Tensor | None) -> list[dict]:
-    """ms per training step's maths, compiled kernels against PyTorch, K = 1, 5, 20, 25 (softmax)."""
-    if images is None:
-        images, pixel_mean = torch.randint(0, 256, (200, 3072), dtype=torch.uint8), torch.full((3072,), 0.45)
-    y = torch.randint(0, 10, (images.shape[0],))
-    if not native.available():
-        print(f"\ncompiled kernels unavailable ({native.unavailable_reason()}): no training-step table")
-        return []
-    print("\none training step's maths on a 200-row uint8 minibatch (softmax): compiled kernels vs PyTorch")
-    print(f"{'K':>3s} {'kernels ms':>11s} {'PyTorch ms':>11s} {'speed-up':>9s}")
-    step_rows = []
-    for K in (1, 5, 20, 25):
-        W = torch.nn.Parameter(1e-4 * torch.randn(3073, K, 10))
-        optimizer = GridSGD([W], lr=[1e-3] * K, reg=[1e-3] * K)
-        X = None
-
-        def step():
-            nonlocal X
-            X = sgd_step(optimizer, "softmax", W, images, y, pixel_mean, X)
-
-        times = {"1": [], "0": []}
-        for _ in range(5):  # alternate, so that drift of the machine hits both alike
-            for switch in ("1", "0"):
-                os.environ["LIT_LINEAR_NATIVE"] = switch
-                times[switch].append(per_call(lambda: [step() for _ in range(20)], 5) / 20)
-        os.environ.pop("LIT_LINEAR_NATIVE")
-        fast, slow = 1e3 * median(times["1"]), 1e3 * median(times["0"])
-        step_rows.append({"K": K, "kernels_ms": fast, "pytorch_ms": slow, "speedup": slow / fast})
-        print(f"{K:3d} {fast:11.3f} {slow:11.3f} {slow / fast:8.2f}x")
-    return step_rows
+    write_json(args.out, {"machine": machine(), "naive_vs_vectorized": rows, "grid": grid_rows})
 
 
 if __name__ == "__main__":

@@ -10,8 +10,8 @@ from typing import IO, Iterator
 
 @contextmanager
 def atomic_path(path: str | os.PathLike, prefix: str | None = None) -> Iterator[str]:
-    """A temporary path beside ``path``, to be written by any means (a compiler, say); on a clean
-    exit it is renamed over ``path``.
+    """A temporary path beside ``path``, to be written by any means; on a clean exit it is renamed
+    over ``path``.
 
     The rename is atomic on POSIX, so readers see either the old file or the whole new one.
     On an exception the temporary file is removed and ``path`` is untouched.

@@ -109,12 +109,14 @@ class SweepTensorBoard(Callback):
             return
         self._last_step = step = results.step
         for writer, config in zip(self._writers, results.configs):
+            if config.status == "stopped" and config.stopped_at != step:
+                continue  # stopped by successive halving: its curves end at the step it stopped
             writer.add_scalar("acc/train", config.train_acc, step)
             writer.add_scalar("acc/val", config.val_acc, step)
             writer.add_scalar("loss/train", config.train_loss, step)
             writer.flush()
         if self.templates and results.best_index is not None:
-            image = template_grid(pl_module.W[:, results.best_index, :], pl_module.class_names, self.template_scale)
+            image = template_grid(pl_module.weights_of(results.best_index), pl_module.class_names, self.template_scale)
             _add_png(self._logger.experiment, "templates/best", image, step)
             self._logger.experiment.flush()  # visible now, not at the writer's next periodic flush
 
@@ -124,11 +126,13 @@ class SweepTensorBoard(Callback):
             return
         if results is not None:
             for k, (writer, config) in enumerate(zip(self._writers, results.configs)):
-                if self.templates and config.status == "ok":
-                    image = template_grid(pl_module.W[:, k, :], pl_module.class_names, self.template_scale)
+                weights = pl_module.weights_of(k)  # None for a config that halving stopped: it left W
+                if self.templates and config.status == "ok" and weights is not None:
+                    image = template_grid(weights, pl_module.class_names, self.template_scale)
                     _add_png(writer, "templates", image, results.step)
                 if self._sessions_open:
-                    status = STATUS_SUCCESS if config.status == "ok" else STATUS_FAILURE
+                    # A config stopped by halving ran as asked: not a failure.
+                    status = STATUS_FAILURE if config.status == "diverged" else STATUS_SUCCESS
                     writer.file_writer.add_summary(session_end_summary(status))
             self._sessions_open = False
             if self.text:

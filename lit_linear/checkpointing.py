@@ -72,10 +72,12 @@ class LastCheckpoint(ModelCheckpoint):
 
     def _save_last_now(self, trainer: "pl.Trainer") -> None:
         self._pending = False
+        if self.dirpath is None:  # the fit failed before the checkpoint folder was set up: nothing to save
+            return
         if trainer.state.fn != "fit" or trainer.sanity_checking or trainer.fast_dev_run or self._saved_step == trainer.global_step:
             return
         path = os.path.join(self.dirpath, self.CHECKPOINT_NAME_LAST + self.FILE_EXTENSION)
-        trainer.save_checkpoint(path)
+        trainer.save_checkpoint(path, weights_only=False)  # the whole state: a resume continues exactly
         self.last_model_path = path
         self._saved_step = trainer.global_step
 

@@ -73,6 +73,7 @@ class LinearCLI(LightningCLI):
 
     def before_fit(self) -> None:
         check_fit_settings(self.trainer)  # before any data is read
+        self.model.uses_cuda_graph(self.trainer.strategy.root_device, self.trainer.world_size)
         self._prepare_checkpoint()
 
     def before_validate(self) -> None:

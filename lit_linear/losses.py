@@ -172,10 +172,10 @@ def per_column(values: float | Tensor, K: int, C: int, like: Tensor, name: str =
 def grid_sq_norms(W_flat: Tensor, K: int, C: int) -> Tensor:
     """``||W_k||^2`` of every config of a ``(D, K*C)`` grid: ``(K,)``.
 
-    Column norms first: a reduction over dim 0 of the row-major ``(D, K*C)`` matrix runs along its
-    contiguous rows in one pass, with no ``W * W`` temporary the size of W.
+    Column sums first: a sum over dim 0 of the row-major ``(D, K*C)`` matrix runs along its
+    contiguous rows (several times faster on the CPU than ``vector_norm(W, dim=0)``).
     """
-    return torch.linalg.vector_norm(W_flat, dim=0).square_().view(K, C).sum(dim=1)
+    return torch.mul(W_flat, W_flat).sum(dim=0).view(K, C).sum(dim=1)
 
 
 def svm_scores_grad(scores: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:

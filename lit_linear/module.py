@@ -18,6 +18,7 @@ through the optimizer, so ``global_step``, ``max_steps`` and the checkpoint inte
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from typing import Any, Literal
@@ -35,7 +36,7 @@ from lit_linear.losses import SCORES_GRAD, grid_loss_factored
 from lit_linear.metrics import GridAccuracy
 from lit_linear.optim import GridSGD
 from lit_linear.steps import check_fit_settings, step_counts, steps_per_batch
-from lit_linear.sweep import ConfigResult, SweepResult, as_value_list, grid
+from lit_linear.sweep import ConfigResult, SweepResult, as_axis, sweep_configs
 
 
 def data_term(loss: str, W: Tensor, split: Tensor, rows: Tensor, labels: Tensor, pixel_mean: Tensor,
@@ -64,8 +65,16 @@ class LinearClassifierModule(pl.LightningModule):
 
     Args:
         loss: ``svm`` (multiclass hinge, margin 1) or ``softmax`` (cross-entropy).
-        lr: learning rate, or a list of them: one axis of the grid.
-        reg: L2 strength (adds ``reg * sum(W**2)``), or a list: the other axis of the grid.
+        lr: learning rate, or a list of them: one axis of the grid; or a range ``{low: A, high: B}``
+            (0 < A < B) to draw from log-uniformly (with ``num_configs``).
+        reg: L2 strength (adds ``reg * sum(W**2)``), or a list: the other axis of the grid; or a
+            range ``{low: A, high: B}`` drawn log-uniformly.
+        num_configs: how many (lr, reg) pairs to draw when lr or reg is a range (each pair drawn
+            independently; the draws depend on ``seed_everything`` alone). Only with a range.
+        halving_factor: successive halving: at every validation but the last, keep the best
+            ``ceil(live / halving_factor)`` configs by val accuracy (ties: lower train loss) and
+            stop the rest; they leave the weight tensor, so later steps cost what the kept
+            configs need. A number > 1; null: every config trains to the end.
         weight_scale: initial ``W = weight_scale * randn(D, C)``, the same for every config.
         lr_decay: multiply every learning rate by this every ``lr_decay_every`` steps (1.0: constant).
         lr_decay_every: steps between learning-rate decays.
@@ -82,8 +91,10 @@ class LinearClassifierModule(pl.LightningModule):
     def __init__(
         self,
         loss: Literal["svm", "softmax"] = "softmax",
-        lr: float | list[float] = 0.1,
-        reg: float | list[float] = 1e-3,
+        lr: float | list[float] | dict[str, float] = 0.1,
+        reg: float | list[float] | dict[str, float] = 1e-3,
+        num_configs: int | None = None,
+        halving_factor: float | None = None,
         weight_scale: float = 1e-6,
         lr_decay: float = 1.0,
         lr_decay_every: int = 200,
@@ -96,8 +107,16 @@ class LinearClassifierModule(pl.LightningModule):
         super().__init__()
         if loss not in SCORES_GRAD:
             raise ConfigError(f"model.loss must be one of {', '.join(SCORES_GRAD)}; got {loss!r}")
-        lrs = as_value_list(lr, "model.lr", allow_zero=False)
-        regs = as_value_list(reg, "model.reg", allow_zero=True)
+        lr_axis = as_axis(lr, "model.lr", allow_zero=False)
+        reg_axis = as_axis(reg, "model.reg", allow_zero=True)
+        # seed_everything's seed alone: the same draws on every DDP rank and in a rerun of config.yaml.
+        configs = sweep_configs(lr_axis, reg_axis, num_configs, torch.initial_seed())
+        if halving_factor is not None:
+            if isinstance(halving_factor, bool) or not isinstance(halving_factor, (int, float)) or not halving_factor > 1 \
+                    or not math.isfinite(halving_factor):  # fmt: skip
+                raise ConfigError(f"model.halving_factor must be a finite number > 1 (e.g. 3), got {halving_factor!r}")
+            if len(configs) < 2:
+                raise ConfigError("model.halving_factor needs a sweep of at least 2 configs to choose from; this one has 1")
         if not (math.isfinite(weight_scale) and weight_scale >= 0):
             raise ConfigError(f"model.weight_scale must be a finite number >= 0, got {weight_scale!r}")
         if not (math.isfinite(lr_decay) and 0 < lr_decay <= 1):
@@ -113,7 +132,7 @@ class LinearClassifierModule(pl.LightningModule):
         # run (with its hp_metric placeholder); SweepTensorBoard gives every config a session of its own.
         self.save_hyperparameters(logger=False)
         self.automatic_optimization = False
-        self.configs = grid(lrs, regs)  # config k = (lr, reg), lr-major
+        self.configs = configs  # config k = (lr, reg); a grid is lr-major
         self.class_names = class_names
         K = len(self.configs)
 
@@ -122,12 +141,16 @@ class LinearClassifierModule(pl.LightningModule):
         self.W = nn.Parameter(w0.unsqueeze(1).repeat(1, K, 1))  # (D, K, C)
         self.register_buffer("pixel_mean", torch.zeros(feature_dim - 1))  # (D-1,), set from the data
         self.register_buffer("best_index", torch.tensor(-1))  # best config by val accuracy; -1: none yet
+        # The config of each column of W: successive halving removes the columns of stopped configs.
+        self.register_buffer("columns", torch.arange(K))  # (K_live,)
         self.register_buffer("loss_sum", torch.zeros(K))  # (K,) training loss summed since the last validation
         self.register_buffer("loss_steps", torch.tensor(0))
         self.train_acc = GridAccuracy(K)
         self.val_acc = GridAccuracy(K)
         self.test_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
         self.results: SweepResult | None = None
+        self.stopped: dict[int, ConfigResult] = {}  # configs that left W: their last results
+        self._pending_halving: dict[int, ConfigResult] | None = None  # the last validation's results, not yet halved
         self.steps_per_batch = 1  # SGD steps per Lightning batch, chosen when a fit starts (lit_linear.steps)
         self._user_val_check_interval: Any = None  # the trainer's interval in steps, put back after fit
         self._x_buffer: Tensor | None = None  # the (n, D) training features, reused step after step
@@ -171,24 +194,26 @@ class LinearClassifierModule(pl.LightningModule):
             self.trainer.val_check_interval = self._user_val_check_interval
             self._user_val_check_interval = None
 
-    def _use_cuda_graph(self) -> bool:
+    def uses_cuda_graph(self, device: torch.device, world_size: int) -> bool:
+        """Whether training on ``device`` in ``world_size`` processes records CUDA graphs (``model.cuda_graph``);
+        a ConfigError where it was asked for and cannot apply."""
         wanted = self.hparams.cuda_graph
-        single_cuda = self.W.device.type == "cuda" and self.trainer.world_size == 1
+        single_cuda = torch.device(device).type == "cuda" and world_size == 1
         if wanted and not single_cuda:
             raise ConfigError(
-                f"model.cuda_graph true needs one CUDA device (training on {self.W.device.type} with "
-                f"{self.trainer.world_size} processes); leave it null to use graphs wherever they apply"
+                f"model.cuda_graph true needs one CUDA device (training on {torch.device(device).type} with "
+                f"{world_size} processes); leave it null to use graphs wherever they apply"
             )
         return single_cuda if wanted is None else bool(wanted)
 
     def configure_optimizers(self) -> GridSGD:
-        graphs = self._use_cuda_graph()
+        graphs = self.uses_cuda_graph(self.W.device, self.trainer.world_size)
         fn = torch.compile(data_term, dynamic=False) if self.hparams.compile else data_term
         self._data_term = CapturedCall(fn) if graphs else fn
         return GridSGD(
             [self.W],
-            lr=[lr for lr, _ in self.configs],
-            reg=[reg for _, reg in self.configs],
+            lr=[self.configs[k][0] for k in self.columns.tolist()],
+            reg=[self.configs[k][1] for k in self.columns.tolist()],
             lr_decay=self.hparams.lr_decay,
             lr_decay_every=self.hparams.lr_decay_every,
             compile=self.hparams.compile,
@@ -197,6 +222,9 @@ class LinearClassifierModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["steps_per_batch"] = self.steps_per_batch
+        checkpoint["stopped_configs"] = [{"config": k, **dataclasses.asdict(r)} for k, r in sorted(self.stopped.items())]
+        if self._pending_halving is not None:
+            checkpoint["pending_halving"] = [{"config": k, **dataclasses.asdict(r)} for k, r in self._pending_halving.items()]
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         saved = checkpoint.get("hyper_parameters", {})
@@ -204,6 +232,42 @@ class LinearClassifierModule(pl.LightningModule):
         if differ:
             detail = "; ".join(f"model.{k}: checkpoint {saved[k]!r}, this run {self.hparams[k]!r}" for k in differ)
             raise ConfigError(f"the checkpoint was trained with another grid ({detail}); use the config it was trained with")
+        # A sweep saved after halving has fewer columns: shape W and the per-config buffers to
+        # match before Lightning loads them (their values come from the checkpoint).
+        columns = checkpoint.get("state_dict", {}).get("columns")
+        if columns is not None and not torch.equal(columns.cpu(), self.columns.cpu()):
+            D, _, C = self.W.shape
+            n = columns.numel()
+            self._set_columns(columns.to(self.columns.device).clone(), self.W.detach().new_empty(D, n, C),
+                              self.loss_sum.new_zeros(n))  # fmt: skip
+        self.stopped = _results_by_config(checkpoint.get("stopped_configs", []))
+        pending = checkpoint.get("pending_halving")
+        self._pending_halving = _results_by_config(pending) if pending is not None else None
+        try:
+            fitting = self.trainer.state.fn == "fit"
+        except RuntimeError:  # load_from_checkpoint: no trainer attached
+            fitting = False
+        if fitting:
+            self._regroup_for_resume(checkpoint)
+
+    def _regroup_for_resume(self, checkpoint: dict[str, Any]) -> None:
+        """A resumed fit starts at the checkpoint's step: group steps so that batches start there,
+        and restate Lightning's count of batches so far in batches of the new size.
+
+        Lightning validates when its count of batches reaches a multiple of its interval, and a
+        resumed trainer continues the count it saved. With other settings than the checkpointed run
+        (another interval, say), the batches may hold another number of steps; the count is then
+        rewritten in the checkpoint's loop state before Lightning restores it (there is no public
+        way to set it; ``tests/test_resume.py`` fails loudly if the format changes).
+        """
+        step = int(checkpoint.get("global_step", 0))
+        before = checkpoint.get("steps_per_batch", self.steps_per_batch)
+        self._group_steps(global_step=step)
+        if self.steps_per_batch != before:
+            progress = checkpoint["loops"]["fit_loop"]["epoch_loop.batch_progress"]
+            batches = step // self.steps_per_batch
+            for counts in (progress["total"], progress["current"]):
+                counts.update(ready=batches, started=batches, processed=batches, completed=batches)
 
     # --- training ------------------------------------------------------------------------------
     def _features(self, images: Tensor) -> Tensor:
@@ -279,14 +343,22 @@ class LinearClassifierModule(pl.LightningModule):
         self.loss_sum.zero_()
         self.loss_steps.zero_()
 
+        columns = self.columns.tolist()
+        live = {
+            k: ConfigResult(*self.configs[k], float(ta), float(va), float(tl), "diverged" if bad else "ok")
+            for k, ta, va, tl, bad in zip(columns, train_acc.tolist(), val_acc.tolist(), train_loss, diverged.tolist())
+        }
         usable = val_acc.masked_fill(diverged, -1.0)
-        best = int(usable.argmax()) if not bool(diverged.all()) else -1
+        best = columns[int(usable.argmax())] if not bool(diverged.all()) else -1
         self.best_index.fill_(best)
-        configs = tuple(
-            ConfigResult(lr, reg, float(ta), float(va), float(tl), "diverged" if bad else "ok")
-            for (lr, reg), ta, va, tl, bad in zip(self.configs, train_acc.tolist(), val_acc.tolist(), train_loss, diverged.tolist())
-        )
-        self.results = SweepResult(self.hparams.loss, self.global_step, configs, best if best >= 0 else None)
+        self._pending_halving = None
+        if self.hparams.halving_factor is not None and self.trainer.state.fn == "fit":
+            if self.global_step < self.trainer.max_steps and not self.trainer.should_stop:
+                self._halve(live)
+            else:  # the last validation of this fit; a fit resumed from here halves first (on_train_start)
+                self._pending_halving = dict(live)
+        results = tuple(live.get(k) or self.stopped[k] for k in range(self.num_configs))
+        self.results = SweepResult(self.hparams.loss, self.global_step, results, best if best >= 0 else None)
         top = self.results.best
         # Logged as "step" too, so that the logger plots these at the SGD step they describe.
         self.log("step", float(self.global_step))
@@ -294,6 +366,45 @@ class LinearClassifierModule(pl.LightningModule):
         if top is not None:
             self.log("train/acc", top.train_acc)
             self.log("train/loss", top.train_loss)
+
+    # --- successive halving ---------------------------------------------------------------------
+    def on_train_start(self) -> None:
+        # Resumed from the last validation of an earlier, shorter fit: the halving it skipped as its
+        # last is due now, so that the sweep goes on as one longer fit would have.
+        if self._pending_halving is not None and self.global_step < self.trainer.max_steps:
+            self._halve(self._pending_halving)
+        self._pending_halving = None
+
+    def _halve(self, live: dict[int, ConfigResult]) -> None:
+        """Keep the best ``ceil(n / halving_factor)`` of the n configs still training (val accuracy,
+        then lower train loss); the others, and any that diverged, leave W with their last results."""
+        training = [k for k, r in live.items() if r.status == "ok"]
+        ranked = sorted(training, key=lambda k: (-live[k].val_acc, live[k].train_loss, k))
+        keep = set(ranked[: math.ceil(len(training) / self.hparams.halving_factor)])
+        if not keep or len(keep) == len(live):  # nothing left to choose from, or nothing to stop
+            return
+        for k, result in live.items():
+            if k not in keep:
+                if result.status == "ok":
+                    result = dataclasses.replace(result, status="stopped", stopped_at=self.global_step)
+                live[k] = self.stopped[k] = result
+        positions = torch.tensor([j for j, k in enumerate(self.columns.tolist()) if k in keep], device=self.W.device)
+        self._set_columns(self.columns[positions], self.W.detach().index_select(1, positions), self.loss_sum[positions])
+        self.optimizers(use_pl_optimizer=False).keep(positions, self.W)
+
+    def _set_columns(self, columns: Tensor, W: Tensor, loss_sum: Tensor) -> None:
+        """Make ``columns (K_live,)`` the configs of W: ``W (D, K_live, C)`` and the per-config state with them."""
+        self.columns = columns
+        # requires_grad only because DDP refuses a module without a trainable parameter.
+        self.W = nn.Parameter(W.contiguous())
+        self.loss_sum = loss_sum
+        self.train_acc = GridAccuracy(columns.numel()).to(W.device)
+        self.val_acc = GridAccuracy(columns.numel()).to(W.device)
+
+    def weights_of(self, k: int) -> Tensor | None:
+        """``W_k (D, C)`` of config ``k``, or None once it has left W (stopped by halving)."""
+        columns = self.columns.tolist()
+        return self.W[:, columns.index(k), :] if k in columns else None
 
     # --- results -------------------------------------------------------------------------------
     def _best(self) -> int:
@@ -313,7 +424,7 @@ class LinearClassifierModule(pl.LightningModule):
         info: dict[str, Any] = {"loss": self.hparams.loss, "lr": lr, "reg": reg}
         if self.results is not None and self.results.best_index == k:
             info.update(train_acc=self.results.best.train_acc, val_acc=self.results.best.val_acc, step=self.results.step)
-        return LinearClassifier(self.W[:, k, :], self.pixel_mean, self.class_names, info)
+        return LinearClassifier(self.weights_of(k), self.pixel_mean, self.class_names, info)
 
     def on_fit_end(self) -> None:
         log_dir = self.trainer.log_dir  # a collective under DDP: every rank asks
@@ -335,7 +446,7 @@ class LinearClassifierModule(pl.LightningModule):
 
     # --- test and predict: the best config only ------------------------------------------------
     def _best_scores(self, images: Tensor) -> Tensor:
-        return self._features(images) @ self.W[:, self._best(), :]  # (n, C)
+        return self._features(images) @ self.weights_of(self._best())  # (n, C)
 
     def test_step(self, batch, batch_idx: int) -> None:
         self.test_acc.update(self._best_scores(batch.images).argmax(dim=1), batch.labels)
@@ -349,3 +460,13 @@ class LinearClassifierModule(pl.LightningModule):
     def predict_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> tuple[Tensor, Tensor, Tensor]:
         """``(row index (n,), predicted label (n,), true label (n,))`` of the best config."""
         return batch.index, self._best_scores(batch.images).argmax(dim=1), batch.labels
+
+
+def _results_by_config(saved: list[dict[str, Any]]) -> dict[int, ConfigResult]:
+    """``{config: ConfigResult}`` from their checkpoint form, ``[{"config": k, **fields}, ...]``."""
+    results = {}
+    for entry in saved:
+        fields = dict(entry)
+        k = fields.pop("config")
+        results[k] = ConfigResult(**fields)
+    return results

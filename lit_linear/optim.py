@@ -112,6 +112,17 @@ class GridSGD(torch.optim.Optimizer):
         return self._update(p, state["step"], state["lr"], state["reg"], state["live"], group["lr_decay"],
                             group["lr_decay_every"], data_loss, X, dscores, grad)  # fmt: skip
 
+    def keep(self, positions: Tensor, param: Tensor) -> None:
+        """Train only the configs ``positions (K',)`` from now on, as the new grid tensor ``param (D, K', C)``
+        (their columns of the old one): the per-config state shrinks with them."""
+        p, group = self._grid()
+        state = self.state.pop(p)
+        cpu = positions.tolist()
+        group["params"] = [param]
+        group["lr"] = [group["lr"][i] for i in cpu]
+        group["reg"] = [group["reg"][i] for i in cpu]
+        self.state[param] = {"step": state["step"], **{key: state[key][positions] for key in ("lr", "reg", "live")}}
+
     def diverged(self) -> Tensor | None:
         """``(K,)`` bool: configs frozen because their loss turned non-finite (None before any step)."""
         state = self.state[self._grid()[0]]
@@ -139,7 +150,7 @@ def sgd_update(p: Tensor, step: Tensor, base_lr: Tensor, reg: Tensor, live: Tens
     if dscores is None:
         W.addcmul_(grad.view(D, K * C), per_column(lr, K, C, W), value=-1.0)
     else:
-        dscores.mul_(per_column(lr, K, C, W))
+        dscores.view(-1, K, C).mul_(lr.view(1, K, 1))  # small: a broadcast costs nothing here
         if K * C <= NARROW_GRID:  # faster as (K*C, N) @ (N, D) for a narrow grid (see losses)
             W.sub_((dscores.t() @ X).t())
         else:

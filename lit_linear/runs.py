@@ -23,7 +23,6 @@ from lit_linear.errors import ConfigError
 MODEL_KEYS: tuple[str, ...] = ("loss", "lr", "reg", "num_configs")
 DATA_KEYS: tuple[str, ...] = ("dataset",)
 
-_UNSET = object()  # a key absent on one side: differs from every value, None included
 
 
 def _normalise(value: Any) -> Any:
@@ -44,19 +43,16 @@ def _normalise(value: Any) -> Any:
     return value
 
 
-def _show(value: Any) -> str:
-    return "not set" if value is _UNSET else repr(value)
-
-
 def _differences(group: str, keys: tuple[str, ...], saved: Mapping[str, Any], this: Mapping[str, Any]) -> list[str]:
     """``group.key saved (this run value)`` for each of ``keys`` that either side has and that differs."""
     out = []
     for key in keys:
         if key not in saved and key not in this:
             continue
-        a, b = saved.get(key, _UNSET), this.get(key, _UNSET)
-        if _normalise(a) != _normalise(b):  # _UNSET equals nothing but itself
-            out.append(f"{group}.{key} {_show(a)} (this run {_show(b)})")
+        # A setting a checkpoint does not record (saved before it existed) had its default, None.
+        a, b = saved.get(key), this.get(key)
+        if _normalise(a) != _normalise(b):
+            out.append(f"{group}.{key} {a!r} (this run {b!r})")
     return out
 
 

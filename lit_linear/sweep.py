@@ -1,4 +1,4 @@
-"""The learning-rate x regularization grid and its results: configs, names, table, sweep.json."""
+"""The configs of a sweep and their results: a grid of lists or log-uniform draws, names, table, sweep.json."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import json
 import math
 import os
 from dataclasses import asdict, dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
+
+import torch
 
 from lit_linear.atomic import atomic_write_text
 from lit_linear.errors import ConfigError
@@ -31,6 +33,63 @@ def grid(lrs: Sequence[float], regs: Sequence[float]) -> list[tuple[float, float
     return [(lr, reg) for lr in lrs for reg in regs]
 
 
+@dataclass(frozen=True)
+class LogUniform:
+    """A range ``{low: A, high: B}`` (0 < A < B) from which values are drawn log-uniformly."""
+
+    low: float
+    high: float
+
+    def sample(self, n: int, generator: torch.Generator) -> list[float]:
+        logs = torch.empty(n, dtype=torch.float64).uniform_(math.log(self.low), math.log(self.high), generator=generator)
+        return logs.exp().tolist()
+
+
+def as_axis(value: float | Sequence[float] | Mapping[str, float], option: str, *, allow_zero: bool) -> list[float] | LogUniform:
+    """A number or a list (:func:`as_value_list`), or a range ``{low, high}`` as a :class:`LogUniform`."""
+    if not isinstance(value, Mapping):
+        return as_value_list(value, option, allow_zero=allow_zero)
+    unknown = sorted(set(value) - {"low", "high"})
+    if unknown or set(value) != {"low", "high"}:
+        raise ConfigError(f"{option} as a range takes exactly the keys low and high, e.g. {{low: 0.05, high: 5.0}}; got {dict(value)}")
+    low, high = value["low"], value["high"]
+    for key, bound in (("low", low), ("high", high)):
+        if isinstance(bound, bool) or not isinstance(bound, (int, float)) or not math.isfinite(bound) or bound <= 0:
+            raise ConfigError(f"{option}.{key} must be a finite number > 0 (a log-uniform range), got {bound!r}")
+    if low >= high:
+        raise ConfigError(f"{option} range needs low < high, got low={low!r}, high={high!r}")
+    return LogUniform(float(low), float(high))
+
+
+def sweep_configs(lr: list[float] | LogUniform, reg: list[float] | LogUniform, num_configs: int | None,
+                  seed: int) -> list[tuple[float, float]]:  # fmt: skip
+    """The (lr, reg) pairs of a sweep: the grid of two lists, or ``num_configs`` draws when an axis is a range.
+
+    A range is drawn log-uniformly, a list uniformly, each pair independently, from a generator
+    seeded with ``seed`` alone (the run's ``seed_everything``), so that every DDP rank and every
+    rerun of the same config.yaml draws the same pairs.
+    """
+    sampled = isinstance(lr, LogUniform) or isinstance(reg, LogUniform)
+    if not sampled:
+        if num_configs is not None:
+            raise ConfigError(
+                f"model.num_configs ({num_configs}) applies only when model.lr or model.reg is a range "
+                "{low: A, high: B}; a grid of lists has len(lr) * len(reg) configs"
+            )
+        return grid(lr, reg)
+    if num_configs is None or isinstance(num_configs, bool) or not isinstance(num_configs, int) or num_configs <= 0:
+        raise ConfigError(f"model.num_configs must be a positive number of configs to draw from the range, got {num_configs!r}")
+    generator = torch.Generator().manual_seed(seed % 2**64)
+
+    def draw(axis: list[float] | LogUniform) -> list[float]:
+        if isinstance(axis, LogUniform):
+            return axis.sample(num_configs, generator)
+        picks = torch.randint(len(axis), (num_configs,), generator=generator).tolist()
+        return [axis[i] for i in picks]
+
+    return list(zip(draw(lr), draw(reg)))
+
+
 def config_name(lr: float, reg: float) -> str:
     """A short, readable, filesystem-safe name for one config, e.g. ``lr=0.05,reg=0.0001``."""
     return f"lr={lr:.6g},reg={reg:.6g}"
@@ -45,7 +104,12 @@ class ConfigResult:
     train_acc: float
     val_acc: float
     train_loss: float
-    status: str  # "ok" or "diverged"
+    status: str  # "ok", "diverged", or "stopped" (by successive halving)
+    stopped_at: int | None = None  # the step at which halving stopped it
+
+    def describe(self) -> str:
+        """The status as the results table shows it, e.g. ``stopped at 500``."""
+        return f"stopped at {self.stopped_at}" if self.status == "stopped" else self.status
 
 
 @dataclass(frozen=True)
@@ -91,7 +155,7 @@ class SweepResult:
             mark = "  <- best" if k == self.best_index else ""
             lines.append(
                 f"  {c.lr:10.3e}  {c.reg:10.3e}  {100 * c.train_acc:8.2f}%  {100 * c.val_acc:6.2f}%"
-                f"  {c.train_loss:9.4f}  {c.status}{mark}"
+                f"  {c.train_loss:9.4f}  {c.describe()}{mark}"
             )
         best = self.best
         if best is None:
@@ -109,6 +173,6 @@ class SweepResult:
             star = " **(best)**" if k == self.best_index else ""
             rows.append(
                 f"| {c.lr:.3e} | {c.reg:.3e} | {100 * c.train_acc:.2f}% | {100 * c.val_acc:.2f}% "
-                f"| {c.train_loss:.4f} | {c.status}{star} |"
+                f"| {c.train_loss:.4f} | {c.describe()}{star} |"
             )
         return "\n".join(rows)

@@ -102,3 +102,12 @@ def cli_args(data_dir: Path, root: Path, *extra: str, steps: int = 40, interval:
         "--seed_everything", "0",
         *extra,
     ]  # fmt: skip
+
+
+def val_acc_steps(run: Path) -> list[int]:
+    """The steps at which a run folder's main TensorBoard run logged ``val/acc`` (what TensorBoard plots)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    accumulator = EventAccumulator(str(run), size_guidance={"scalars": 0})
+    accumulator.Reload()
+    return [event.step for event in accumulator.Scalars("val/acc")]

@@ -8,12 +8,14 @@ import re
 from importlib.metadata import entry_points
 from pathlib import Path
 
+import lightning.pytorch as pl
 import pytest
 import torch
-from conftest import REPO, cli_args, run_cli
+from conftest import REPO, cli_args, run_cli, val_acc_steps
 
-from lit_linear import LinearClassifier
+from lit_linear import LinearClassifier, LinearClassifierModule
 from lit_linear.cifar import load_split
+from lit_linear.cli import main
 from lit_linear.data import CIFARDataModule
 
 pytestmark = pytest.mark.slow
@@ -26,7 +28,7 @@ def fitted(cifar10_dir, tmp_path_factory):
     result = run_cli(
         "fit", "--config", str(REPO / "configs" / "softmax.yaml"),
         "--model.lr", "[0.01, 0.1]", "--model.reg", "[0.0, 0.001]",
-        *cli_args(cifar10_dir, root, steps=100, interval=1),  # softmax.yaml: 50 steps a batch, so every 50 steps
+        *cli_args(cifar10_dir, root, steps=100, interval=50),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     return root, result
@@ -50,6 +52,7 @@ def test_fit_writes_the_run_under_the_root_folder(fitted):
     assert re.search(r"<- best", result.stdout)
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["global_step"] == 100
+    assert f"run written to {run}" in result.stdout
 
 
 def test_test_subcommand_scores_the_best_config(fitted, cifar10_dir):
@@ -61,6 +64,7 @@ def test_test_subcommand_scores_the_best_config(fitted, cifar10_dir):
             "--ckpt_path", ckpt_path, *cli_args(cifar10_dir, root),
         )  # fmt: skip
         assert result.returncode == 0, result.stderr[-3000:]
+        assert f"test results logged to {root / 'lightning_logs'}" in result.stdout
         match = re.search(r"test/acc\s*│?\s*([0-9.]+)", result.stdout)
         assert match, result.stdout
         model = LinearClassifier.load(run_dir(root) / "best_model.pt")
@@ -79,15 +83,18 @@ def test_predict_subcommand_writes_predictions_csv(fitted, cifar10_dir):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     (new_run,) = set((root / "lightning_logs").iterdir()) - before
+    assert f"predictions written to {new_run / 'predictions.csv'}" in result.stdout
     with open(new_run / "predictions.csv", newline="") as f:
         rows = list(csv.reader(f))
-    assert rows[0] == ["index", "label", "class_name"]
+    assert rows[0] == ["index", "predicted_label", "predicted_class", "true_label", "true_class"]
     model = LinearClassifier.load(run_dir(root) / "best_model.pt")
-    images, _ = load_split(cifar10_dir / "cifar-10-batches-py", CIFARDataModule().spec, "test")
+    images, labels = load_split(cifar10_dir / "cifar-10-batches-py", CIFARDataModule().spec, "test")
     expected = model.predict(images).tolist()
     assert [int(r[0]) for r in rows[1:]] == list(range(len(expected)))
     assert [int(r[1]) for r in rows[1:]] == expected
     assert [r[2] for r in rows[1:]] == [model.class_names[y] for y in expected]
+    assert [int(r[3]) for r in rows[1:]] == labels.tolist()
+    assert [r[4] for r in rows[1:]] == [model.class_names[y] for y in labels.tolist()]
 
 
 def test_test_without_a_checkpoint_explains_what_is_missing(cifar10_dir, tmp_path):
@@ -100,6 +107,23 @@ def test_ckpt_path_best_without_a_fit_names_where_it_looked(cifar10_dir, tmp_pat
     result = run_cli("test", "--ckpt_path", "best", *cli_args(cifar10_dir, tmp_path))
     assert result.returncode == 2
     assert "no best.ckpt" in result.stderr and str(tmp_path) in result.stderr
+
+
+def test_ckpt_path_best_takes_the_newest_run_of_this_config(cifar10_dir, tmp_path):
+    """fit softmax, then fit svm: test --config softmax --ckpt_path best takes the softmax run."""
+    for config in ("softmax.yaml", "svm.yaml"):
+        fit = run_cli("fit", "--config", str(REPO / "configs" / config), *cli_args(cifar10_dir, tmp_path, steps=20))
+        assert fit.returncode == 0, fit.stderr[-3000:]
+    result = run_cli("test", "--config", str(REPO / "configs" / "softmax.yaml"), "--ckpt_path", "best",
+                     *cli_args(cifar10_dir, tmp_path))  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert str(run_dir(tmp_path, 0) / "checkpoints" / "best.ckpt") in result.stdout + result.stderr
+    other = run_cli("test", "--config", str(REPO / "configs" / "softmax.yaml"), "--ckpt_path", "last",
+                    "--model.reg", "0.5", *cli_args(cifar10_dir, tmp_path))  # fmt: skip
+    assert other.returncode == 2
+    (line,) = [line for line in other.stderr.splitlines() if line.startswith("error:")]
+    assert "lightning_logs/version_0: model.reg 0.001 (this run 0.5)" in line
+    assert "lightning_logs/version_1: model.loss 'svm' (this run 'softmax')" in line
 
 
 def test_help_documents_every_model_and_data_option():
@@ -119,8 +143,71 @@ def test_help_documents_every_model_and_data_option():
         block = result.stdout[result.stdout.index(entry) :][:400]
         assert words in block, (option, words)
     assert "--model.num_classes" not in result.stdout, "linked from the data module, not an option"
+    assert "--optimizer" not in result.stdout and "--lr_scheduler" not in result.stdout, "GridSGD is the update"
+    assert "steps_per_batch" not in result.stdout, "the package groups steps itself"
+
+
+def test_an_optimizer_option_is_refused_in_one_line(tmp_path):
+    result = run_cli("fit", *cli_args(tmp_path, tmp_path / "run"), "--optimizer", "Adam")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "--optimizer" in result.stderr
 
 
 def test_console_script_is_installed():
     (script,) = [ep for ep in entry_points(group="console_scripts") if ep.name == "lit-linear"]
     assert script.value == "lit_linear.cli:main"
+
+
+# --- Lightning's own options keep their meaning: counts in SGD steps, debugging switches, the bar ---
+@pytest.mark.parametrize("config", ["softmax.yaml", "softmax_sweep.yaml", "svm.yaml", "svm_sweep.yaml"])
+def test_every_shipped_config_counts_steps_and_validation_in_sgd_steps(cifar10_dir, tmp_path, config):
+    main(["fit", "--config", str(REPO / "configs" / config), *cli_args(cifar10_dir, tmp_path, steps=300, interval=100)])
+    run = run_dir(tmp_path)
+    assert val_acc_steps(run) == [100, 200, 300]
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 300
+    assert json.loads((run / "sweep.json").read_text())["step"] == 300
+
+
+def test_a_max_steps_off_the_interval_still_validates_the_final_weights(cifar10_dir, tmp_path):
+    main(["fit", *cli_args(cifar10_dir, tmp_path, steps=50, interval=20)])
+    assert val_acc_steps(run_dir(tmp_path)) == [20, 40, 50]
+    assert json.loads((run_dir(tmp_path) / "sweep.json").read_text())["step"] == 50
+
+
+def test_last_checkpoint_interval_counts_sgd_steps(cifar10_dir, tmp_path, monkeypatch):
+    saved = []
+    save = pl.Trainer.save_checkpoint
+
+    def record(trainer, path, *args, **kwargs):
+        if Path(path).name == "last.ckpt":
+            saved.append(trainer.global_step)
+        return save(trainer, path, *args, **kwargs)
+
+    monkeypatch.setattr(pl.Trainer, "save_checkpoint", record)
+    main(["fit", *cli_args(cifar10_dir, tmp_path, "--last_checkpoint.every_n_train_steps", "30", steps=90, interval=20)])
+    assert saved == [30, 60, 90]
+
+
+@pytest.mark.parametrize("value, steps", [("true", 1), ("5", 5)])
+def test_fast_dev_run_trains_that_many_steps_validates_once_and_writes_nothing(cifar10_dir, tmp_path, monkeypatch, capsys,
+                                                                               value, steps):  # fmt: skip
+    validations = []
+    end = LinearClassifierModule.on_validation_epoch_end
+    monkeypatch.setattr(LinearClassifierModule, "on_validation_epoch_end",
+                        lambda self: (validations.append(self.global_step), end(self)))  # fmt: skip
+    main(["fit", *cli_args(cifar10_dir, tmp_path / "root"), "--trainer.fast_dev_run", value])
+    assert validations == [steps]
+    assert f"1 configs after {steps} steps" in capsys.readouterr().out
+    assert not (tmp_path / "root").exists() or not any((tmp_path / "root").rglob("*")), "no logs, no checkpoints"
+
+
+def test_the_progress_bar_counts_batches_against_their_own_total(cifar10_dir, tmp_path):
+    args = cli_args(cifar10_dir, tmp_path, steps=100, interval=50)
+    args[args.index("--trainer.enable_progress_bar") + 1] = "true"
+    result = run_cli("fit", *args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    bars = re.findall(r"Epoch 0: +(\d+)%\|[^|]*\| (\d+)/(\d+)[^\r\n]*", result.stdout)  # Lightning's bar: stdout
+    assert bars, result.stdout[-2000:]
+    percent, done, total = bars[-1]
+    assert (percent, done, total) == ("100", "2", "2"), bars[-1]  # 100 steps in 2 batches of 50
+    assert "val/acc" in result.stdout.split("Epoch 0: 100%")[-1]

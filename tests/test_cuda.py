@@ -70,7 +70,7 @@ class SyncGuard(Callback):
     steps = 0
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        assert batch.images.is_cuda and pl_module.W.is_cuda, "the minibatch and W must already be on the GPU"
+        assert batch.source.is_cuda and batch.index.is_cuda and pl_module.W.is_cuda, "the data and W must be on the GPU"
         torch.cuda.set_sync_debug_mode("error")
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
@@ -78,18 +78,32 @@ class SyncGuard(Callback):
         self.steps += 1
 
 
-def test_training_step_never_syncs_with_the_host(cifar10_dir, tmp_path):
+def gpu_fit(data_dir, root, callbacks=(), **model_kwargs):
     pl.seed_everything(0)
-    guard = SyncGuard()
-    model = LinearClassifierModule(loss="softmax", lr=[0.01, 0.1], reg=[0.0, 0.01], lr_decay=0.9, lr_decay_every=5)
+    model = LinearClassifierModule(loss="softmax", lr=[0.01, 0.1], reg=[0.0, 0.01], lr_decay=0.9, lr_decay_every=5,
+                                   **model_kwargs)  # fmt: skip
     trainer = pl.Trainer(
         accelerator="gpu", devices=1, max_steps=30, val_check_interval=10, check_val_every_n_epoch=None,
         num_sanity_val_steps=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, default_root_dir=str(tmp_path), callbacks=[guard],
+        enable_model_summary=False, default_root_dir=str(root), callbacks=list(callbacks),
     )  # fmt: skip
+    trainer.fit(model, CIFARDataModule(data_dir=str(data_dir), download=False, batch_size=20))
+    return model, trainer
+
+
+def test_training_step_never_syncs_with_the_host(cifar10_dir, tmp_path):
+    guard = SyncGuard()
     try:
-        trainer.fit(model, CIFARDataModule(data_dir=str(cifar10_dir), download=False, batch_size=20))
+        model, trainer = gpu_fit(cifar10_dir, tmp_path, callbacks=[guard], cuda_graph=False)
     finally:
         torch.cuda.set_sync_debug_mode("default")
-    assert trainer.global_step == 30 and guard.steps == 30
+    assert trainer.global_step == 30 and guard.steps == 3  # batches of 10 steps
     assert model.results.best is not None
+
+
+def test_the_step_replays_as_cuda_graphs_by_default_and_trains_what_eager_trains(cifar10_dir, tmp_path):
+    graphed, trainer = gpu_fit(cifar10_dir, tmp_path / "graphs")
+    assert graphed._data_term.graph is not None and trainer.optimizers[0]._update.graph is not None, "recorded"
+    eager, _ = gpu_fit(cifar10_dir, tmp_path / "eager", cuda_graph=False)
+    assert torch.allclose(graphed.W, eager.W, rtol=1e-6, atol=1e-9)
+    assert graphed.results == eager.results

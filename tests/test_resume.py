@@ -10,7 +10,7 @@ import time
 
 import pytest
 import torch
-from conftest import REPO, cli_args, run_cli
+from conftest import REPO, cli_args, run_cli, val_acc_steps
 
 from lit_linear import LinearClassifier
 
@@ -45,6 +45,21 @@ def test_resume_from_last_checkpoint_is_exact(cifar10_dir, tmp_path, blocks):
     # The sampler's state is in the checkpoint (the position is the global step).
     loader_state = ckpt_b["loops"]["fit_loop"]["state_dict"]["combined_loader"][0]
     assert loader_state == {"seed": 0, "batch_size": 20, "num_rows": 240}
+
+
+def test_resume_with_other_intervals_validates_at_the_new_steps(cifar10_dir, tmp_path):
+    """Steps grouped 20 a batch before the resume and 10 after: validations still fall on the new interval.
+
+    Fails loudly if Lightning's checkpoint format for its batch count changes (the module rewrites it)."""
+    first = run_cli("fit", *cli_args(cifar10_dir, tmp_path, "--last_checkpoint.every_n_train_steps", "20", steps=40))
+    assert first.returncode == 0, first.stderr[-3000:]
+    ckpt = torch.load(tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["steps_per_batch"] == 20
+    assert ckpt["loops"]["fit_loop"]["epoch_loop.batch_progress"]["total"]["completed"] == 2
+    resumed = run_cli("fit", "--ckpt_path", "last", *cli_args(cifar10_dir, tmp_path, "--last_checkpoint.every_n_train_steps",
+                                                              "30", steps=90, interval=30))  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert val_acc_steps(tmp_path / "lightning_logs" / "version_1") == [60, 90]
 
 
 def test_ctrl_c_stops_gracefully_with_a_usable_last_checkpoint(cifar10_dir, tmp_path):

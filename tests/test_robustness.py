@@ -40,6 +40,17 @@ BAD_OPTIONS = [
     (["--trainer.limit_val_batches", "0"], "trainer.limit_val_batches"),
     (["--trainer.overfit_batches", "2"], "trainer.overfit_batches"),
     (["--trainer.limit_train_batches", "5"], "trainer.limit_train_batches"),
+    (["--model.cuda_graph", "true"], "model.cuda_graph"),  # the CPU has no CUDA graphs
+    # Search: ranges, draws and halving.
+    (["--model.lr", "{low: 1.0, high: 0.5}", "--model.num_configs", "4"], "model.lr"),
+    (["--model.lr", "{low: 0.0, high: 1.0}", "--model.num_configs", "4"], "model.lr.low"),
+    (["--model.lr", "{low: 0.1, high: .inf}", "--model.num_configs", "4"], "model.lr.high"),
+    (["--model.reg", "{low: 1.0e-3, hi: 1.0}", "--model.num_configs", "4"], "model.reg"),
+    (["--model.lr", "{low: 0.01, high: 1.0}", "--model.num_configs", "0"], "model.num_configs"),
+    (["--model.lr", "{low: 0.01, high: 1.0}"], "model.num_configs"),
+    (["--model.num_configs", "5"], "model.num_configs"),
+    (["--model.lr", "[0.1, 0.2]", "--model.halving_factor", "1"], "model.halving_factor"),
+    (["--model.halving_factor", "3"], "model.halving_factor"),  # one config: nothing to choose from
 ]
 
 

@@ -57,7 +57,7 @@ def test_nested_settings_and_keys_on_one_side_only(tmp_path: Path) -> None:
     assert find_matching_checkpoint(str(tmp_path), "best", this, DATA) == want
     # Under the old run's own folder (the run is the root itself, shown as "."): no match.
     with pytest.raises(ConfigError, match=r"first: \.: model\.lr \[0\.1, 0\.01\] \(this run \{'low': 1\.0, 'high': 2\}\), "
-                       r"model\.num_configs not set \(this run 4\)$"):
+                       r"model\.num_configs None \(this run 4\)$"):
         find_matching_checkpoint(str(tmp_path / "old"), "best", this, DATA)
 
 
