@@ -149,16 +149,16 @@ def _to_dkc(W: Tensor, layout: Layout) -> tuple[Tensor, bool]:
 
 def _from_dkc(dW: Tensor, layout: Layout, single: bool) -> Tensor:
     if single:
-        return dW.squeeze(1)
-    return dW.permute(1, 0, 2).contiguous() if layout == "KDC" else dW
+        return dW.squeeze(1).contiguous()
+    return (dW.permute(1, 0, 2) if layout == "KDC" else dW).contiguous()
 
 
 def per_column(values: float | Tensor, K: int, C: int, like: Tensor, name: str = "reg") -> float | Tensor:
     """A float as is; per-config ``(K,)`` values as one factor per column of the ``(D, K*C)`` grid, ``(1, K*C)``.
 
     A contiguous row broadcasts over the rows of ``W`` with a vectorised inner loop; a
-    ``(1, K, 1)`` tensor broadcast over ``(D, K, C)`` is several times slower on the CPU. Built by
-    ``expand``, not ``repeat_interleave``, which on CUDA waits for the device to size its output.
+    ``(1, K, 1)`` tensor broadcast over ``(D, K, C)`` is several times slower on the CPU. The
+    output size is given, so that CUDA need not wait for the device to size it.
     """
     if not isinstance(values, Tensor):
         return float(values)
@@ -166,7 +166,7 @@ def per_column(values: float | Tensor, K: int, C: int, like: Tensor, name: str =
         values = values.expand(K)
     if values.shape != (K,):
         raise ValueError(f"{name} must be a float or a ({K},) tensor for a grid of {K}, got {tuple(values.shape)}")
-    return values.to(like.dtype).view(K, 1).expand(K, C).reshape(1, K * C)
+    return values.to(like.dtype).repeat_interleave(C, output_size=K * C).view(1, K * C)
 
 
 def grid_sq_norms(W_flat: Tensor, K: int, C: int) -> Tensor:
@@ -240,7 +240,7 @@ def _vectorized(name: str, W: Tensor, X: Tensor, y: Tensor, reg: float | Tensor,
     Wg = Wg.contiguous()
     W_flat = Wg.view(D, K * C)  # (D, K*C)
     data_loss, dscores = grid_loss_factored(name, Wg, X, y)  # (K,), (N, K*C)
-    dW = X.t() @ dscores  # (D, K*C)
+    dW = grid_gradient(X, dscores)  # (D, K*C)
     reg_row = per_column(reg, K, C, W_flat)
     if isinstance(reg_row, Tensor):
         loss = data_loss + reg_row.view(K, C)[:, 0] * grid_sq_norms(W_flat, K, C)
@@ -305,6 +305,13 @@ def grid_scores(W_flat: Tensor, X: Tensor) -> Tensor:
     if W_flat.shape[1] <= NARROW_GRID:
         return (W_flat.t() @ X.t()).t()  # a transposed view; the loss heads work on any strides
     return X @ W_flat
+
+
+def grid_gradient(X: Tensor, dscores: Tensor) -> Tensor:
+    """``X.T @ dscores``, ``(D, N) @ (N, K*C) -> (D, K*C)``, computed the faster way for its width."""
+    if dscores.shape[1] <= NARROW_GRID:
+        return (dscores.t() @ X).t()  # a transposed view of a (K*C, D) product
+    return X.t() @ dscores
 
 
 def grid_loss_factored(loss: str, W: Tensor, X: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:

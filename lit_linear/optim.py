@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from lit_linear.graphs import CapturedCall
-from lit_linear.losses import NARROW_GRID, grid_sq_norms, per_column
+from lit_linear.losses import NARROW_GRID, grid_gradient, grid_sq_norms, per_column
 
 Closure = Callable[[], "Tensor | tuple[Tensor, Tensor, Tensor]"]
 
@@ -141,19 +141,19 @@ def sgd_update(p: Tensor, step: Tensor, base_lr: Tensor, reg: Tensor, live: Tens
     decay = torch.pow(lr_decay, torch.div(step, lr_decay_every, rounding_mode="floor").to(W.dtype))
     lr = base_lr * live * decay  # (K,), the configs live before this step
     norms = grid_sq_norms(W, K, C)  # (K,) ||W_k||^2 of W before the step
-    W.mul_(per_column(1.0 - 2.0 * lr * reg, K, C, W))  # W_k *= 1 - 2 lr_k reg_k
+    W.mul_(per_column(lr.mul(reg).mul_(-2.0).add_(1.0), K, C, W))  # W_k *= 1 - 2 lr_k reg_k
     loss = None
     if data_loss is not None:
-        loss = data_loss + reg * norms
+        loss = torch.addcmul(data_loss, reg, norms)  # data + reg ||W||^2
         live.mul_(torch.isfinite(loss))
         lr = lr * live  # no gradient step for a config whose loss is not finite
     if dscores is None:
         W.addcmul_(grad.view(D, K * C), per_column(lr, K, C, W), value=-1.0)
     else:
         dscores.view(-1, K, C).mul_(lr.view(1, K, 1))  # small: a broadcast costs nothing here
-        if K * C <= NARROW_GRID:  # faster as (K*C, N) @ (N, D) for a narrow grid (see losses)
-            W.sub_((dscores.t() @ X).t())
+        if K * C <= NARROW_GRID:  # faster as (K*C, N) @ (N, D) for a narrow grid (losses.grid_gradient)
+            W.sub_(grid_gradient(X, dscores))
         else:
-            W.addmm_(X.t(), dscores, alpha=-1.0)
+            W.addmm_(X.t(), dscores, alpha=-1.0)  # the same product, added into W in place
     step.add_(1)
     return loss
