@@ -17,7 +17,9 @@ def last_w(root):
 
 
 def test_two_ddp_processes_equal_one_device(cifar10_dir, tmp_path):
-    grid = ["--model.lr", "[0.01, 0.1]", "--model.reg", "[0.0, 0.01]"]
+    """A search with successive halving: every rank draws the same configs and keeps the same ones."""
+    grid = ["--model.lr", "{low: 0.01, high: 0.2}", "--model.reg", "[0.0, 0.01]", "--model.num_configs", "6",
+            "--model.halving_factor", "2"]  # fmt: skip
     probe = ["--trainer.callbacks+=ddp_probe.RankProbe", f"--trainer.callbacks.out_dir={tmp_path / 'ranks'}"]
     env = {"PYTHONPATH": str(REPO / "tests")}
     one = run_cli("fit", *grid, *cli_args(cifar10_dir, tmp_path / "one"))
@@ -31,6 +33,7 @@ def test_two_ddp_processes_equal_one_device(cifar10_dir, tmp_path):
     # Every rank holds the same W: the hand-computed gradient was averaged across ranks.
     rank0, rank1 = (torch.load(tmp_path / "ranks" / f"W_rank{r}.pt", weights_only=True) for r in (0, 1))
     assert torch.equal(rank0, rank1)
+    assert rank0.shape == (3073, 3, 10), "halved at step 20: 6 -> 3 configs, the same on both ranks"
 
     # ... and it is the W of one device with the same global batch.
     w_one, w_two = last_w(tmp_path / "one"), last_w(tmp_path / "two")
@@ -40,6 +43,7 @@ def test_two_ddp_processes_equal_one_device(cifar10_dir, tmp_path):
                             for r in (tmp_path / "one", tmp_path / "two"))  # fmt: skip
     assert sweep_two["best"] == pytest.approx(sweep_one["best"])
     for a, b in zip(sweep_one["configs"], sweep_two["configs"]):
+        assert (a["lr"], a["reg"], a["status"], a["stopped_at"]) == (b["lr"], b["reg"], b["status"], b["stopped_at"])
         assert (a["train_acc"], a["val_acc"]) == pytest.approx((b["train_acc"], b["val_acc"]), abs=1e-9)
 
 
