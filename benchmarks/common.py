@@ -7,6 +7,7 @@ import os
 import platform
 import statistics
 import time
+import warnings
 from typing import Callable
 
 import torch
@@ -147,16 +148,19 @@ def shipped_fit(config: str, data_dir: str, root: str, steps: int, *extra: str, 
     from lit_linear.cli import LinearCLI
 
     interval = min(500, steps)  # validate every 500 SGD steps, as the shipped configs do
-    cli = LinearCLI(
-        args=[
-            "--config", os.path.join(REPO, "configs", config), "--data.data_dir", data_dir, "--data.download", "false",
-            "--trainer.max_steps", str(steps), "--trainer.default_root_dir", root,
-            "--trainer.val_check_interval", str(interval),
-            "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
-            "--trainer.accelerator", accelerator, "--trainer.devices", "1", *extra,
-        ],
-        run=False,
-    )  # fmt: skip
+    with warnings.catch_warnings():
+        # The script's own options are in sys.argv; the fit's are these args, on purpose.
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+        cli = LinearCLI(
+            args=[
+                "--config", os.path.join(REPO, "configs", config), "--data.data_dir", data_dir, "--data.download", "false",
+                "--trainer.max_steps", str(steps), "--trainer.default_root_dir", root,
+                "--trainer.val_check_interval", str(interval),
+                "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+                "--trainer.accelerator", accelerator, "--trainer.devices", "1", *extra,
+            ],
+            run=False,
+        )  # fmt: skip
     timer = FitTimer()
     cli.trainer.callbacks.append(timer)
     cli.datamodule.setup("fit")  # read the files outside the timed region, as the plain loops do
