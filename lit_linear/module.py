@@ -222,9 +222,9 @@ class LinearClassifierModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["steps_per_batch"] = self.steps_per_batch
-        checkpoint["stopped_configs"] = [{"config": k, **dataclasses.asdict(r)} for k, r in sorted(self.stopped.items())]
+        checkpoint["stopped_configs"] = _saved_results(self.stopped)
         if self._pending_halving is not None:
-            checkpoint["pending_halving"] = [{"config": k, **dataclasses.asdict(r)} for k, r in self._pending_halving.items()]
+            checkpoint["pending_halving"] = _saved_results(self._pending_halving)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         saved = checkpoint.get("hyper_parameters", {})
@@ -460,6 +460,11 @@ class LinearClassifierModule(pl.LightningModule):
     def predict_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> tuple[Tensor, Tensor, Tensor]:
         """``(row index (n,), predicted label (n,), true label (n,))`` of the best config."""
         return batch.index, self._best_scores(batch.images).argmax(dim=1), batch.labels
+
+
+def _saved_results(results: dict[int, ConfigResult]) -> list[dict[str, Any]]:
+    """``{config: ConfigResult}`` in its checkpoint form, ``[{"config": k, **fields}, ...]`` by config."""
+    return [{"config": k, **dataclasses.asdict(r)} for k, r in sorted(results.items())]
 
 
 def _results_by_config(saved: list[dict[str, Any]]) -> dict[int, ConfigResult]:

@@ -80,20 +80,17 @@ class PredictionWriter(BasePredictionWriter):
         index = torch.cat([s[0] for s in shards])
         predicted = torch.cat([s[1] for s in shards])
         order = torch.argsort(index)
-        columns = [index[order].tolist(), predicted[order].tolist()]
+        names = pl_module.class_names
+        header = ["index", "predicted_label", "predicted_class"]
+        rows = [[i, y, names[y]] for i, y in zip(index[order].tolist(), predicted[order].tolist())]
         if has_true:
             # Empty shards add no rows, so these line up with ``index`` and ``predicted``.
-            columns.append(torch.cat([s[2] for s in with_rows])[order].tolist())
-        names = pl_module.class_names
-        header = ["index", "predicted_label", "predicted_class"] + (["true_label", "true_class"] if has_true else [])
+            header += ["true_label", "true_class"]
+            for row, t in zip(rows, torch.cat([s[2] for s in with_rows])[order].tolist()):
+                row += [t, names[t]]
         self.path = os.path.join(log_dir, self.filename)
         with atomic_open(self.path, "w", newline="", encoding="utf-8") as f:
             out = csv.writer(f)
             out.writerow(header)
-            for row in zip(*columns):
-                i, y = row[0], row[1]
-                line = [i, y, names[y]]
-                if has_true:
-                    line += [row[2], names[row[2]]]
-                out.writerow(line)
+            out.writerows(rows)
         print(f"predictions written to {self.path}", flush=True)

@@ -24,7 +24,6 @@ MODEL_KEYS: tuple[str, ...] = ("loss", "lr", "reg", "num_configs")
 DATA_KEYS: tuple[str, ...] = ("dataset",)
 
 
-
 def _normalise(value: Any) -> Any:
     """``value`` with ints turned into floats and tuples into lists, recursively.
 

@@ -49,8 +49,7 @@ def as_axis(value: float | Sequence[float] | Mapping[str, float], option: str, *
     """A number or a list (:func:`as_value_list`), or a range ``{low, high}`` as a :class:`LogUniform`."""
     if not isinstance(value, Mapping):
         return as_value_list(value, option, allow_zero=allow_zero)
-    unknown = sorted(set(value) - {"low", "high"})
-    if unknown or set(value) != {"low", "high"}:
+    if set(value) != {"low", "high"}:
         raise ConfigError(f"{option} as a range takes exactly the keys low and high, e.g. {{low: 0.05, high: 5.0}}; got {dict(value)}")
     low, high = value["low"], value["high"]
     for key, bound in (("low", low), ("high", high)):

@@ -13,6 +13,7 @@ import torch
 from lit_linear.predictions import PredictionWriter
 
 NAMES = ["cat", "dog", "emu"]
+HEADER = ["index", "predicted_label", "predicted_class", "true_label", "true_class"]
 
 
 def trainer(tmp_path: Path) -> types.SimpleNamespace:
@@ -40,7 +41,7 @@ def test_rows_in_index_order_with_true_labels(tmp_path: Path) -> None:
     writer.write_on_epoch_end(trainer(tmp_path), module(), batches, [])
     assert writer.path == os.path.join(str(tmp_path), "predictions.csv")
     assert read(writer.path) == [
-        ["index", "predicted_label", "predicted_class", "true_label", "true_class"],
+        HEADER,
         ["0", "1", "dog", "0", "cat"],
         ["1", "0", "cat", "1", "dog"],
         ["2", "2", "emu", "2", "emu"],
@@ -92,7 +93,7 @@ def test_ddp_shards_are_gathered_and_an_empty_rank_is_ignored(tmp_path: Path, mo
     writer = PredictionWriter()
     writer.write_on_epoch_end(ddp, module(), [(t(3, 1), t(1, 2), t(1, 2))], [])
     assert read(writer.path) == [
-        ["index", "predicted_label", "predicted_class", "true_label", "true_class"],
+        HEADER,
         ["0", "0", "cat", "1", "dog"],
         ["1", "2", "emu", "2", "emu"],
         ["2", "0", "cat", "0", "cat"],
