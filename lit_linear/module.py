@@ -35,7 +35,7 @@ from lit_linear.graphs import CapturedCall
 from lit_linear.losses import SCORES_GRAD, grid_loss_factored
 from lit_linear.metrics import GridAccuracy
 from lit_linear.optim import GridSGD
-from lit_linear.steps import check_fit_settings, step_counts, steps_per_batch
+from lit_linear.steps import BATCH_COUNTED, check_fit_settings, step_counts, steps_per_batch
 from lit_linear.sweep import ConfigResult, SweepResult, as_axis, sweep_configs
 
 
@@ -152,7 +152,7 @@ class LinearClassifierModule(pl.LightningModule):
         self.stopped: dict[int, ConfigResult] = {}  # configs that left W: their last results
         self._pending_halving: dict[int, ConfigResult] | None = None  # the last validation's results, not yet halved
         self.steps_per_batch = 1  # SGD steps per Lightning batch, chosen when a fit starts (lit_linear.steps)
-        self._user_val_check_interval: Any = None  # the trainer's interval in steps, put back after fit
+        self._user_intervals: dict[str, Any] | None = None  # the trainer's intervals in steps, put back after fit
         self._x_buffer: Tensor | None = None  # the (n, D) training features, reused step after step
         self._data_term: Any = None  # data_term, compiled or recorded in a CUDA graph when asked
         self._rows: Tensor | None = None  # a CUDA graph's fixed inputs: the rows and labels of the step
@@ -176,23 +176,28 @@ class LinearClassifierModule(pl.LightningModule):
 
     def _group_steps(self, global_step: int) -> None:
         """Choose the SGD steps per Lightning batch (:mod:`lit_linear.steps`) and give the trainer
-        its validation interval in such batches for this fit."""
+        its validation and logging intervals in such batches for this fit."""
         trainer, datamodule = self.trainer, self.trainer.datamodule
-        if self._user_val_check_interval is not None:  # chosen before: start again from the user's interval
-            trainer.val_check_interval = self._user_val_check_interval
+        self._restore_intervals()  # chosen before: start again from the user's intervals
         m = 1
         if isinstance(datamodule, CIFARDataModule) and not trainer.fast_dev_run:
             m = steps_per_batch(step_counts(trainer, global_step))
             datamodule.steps_per_batch = m
         self.steps_per_batch = m
         if m > 1:
-            self._user_val_check_interval = trainer.val_check_interval
-            trainer.val_check_interval = trainer.val_check_interval // m
+            self._user_intervals = {name: getattr(trainer, name) for name in BATCH_COUNTED}
+            for name, steps in self._user_intervals.items():
+                # m divides each where it matters (steps.step_counts); 0 (logging off) stays 0.
+                setattr(trainer, name, max(1, steps // m) if steps else 0)
+
+    def _restore_intervals(self) -> None:
+        if self._user_intervals is not None:
+            for name, steps in self._user_intervals.items():
+                setattr(self.trainer, name, steps)
+            self._user_intervals = None
 
     def teardown(self, stage: str) -> None:
-        if self._user_val_check_interval is not None:
-            self.trainer.val_check_interval = self._user_val_check_interval
-            self._user_val_check_interval = None
+        self._restore_intervals()
 
     def uses_cuda_graph(self, device: torch.device, world_size: int) -> bool:
         """Whether training on ``device`` in ``world_size`` processes records CUDA graphs (``model.cuda_graph``);

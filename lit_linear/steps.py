@@ -1,13 +1,14 @@
 """The trainer settings a sweep needs, and how a fit's SGD steps are grouped into Lightning batches.
 
 Every count a user gives is in SGD steps, as in any Lightning fit: ``trainer.max_steps``,
-``trainer.val_check_interval`` and ``last_checkpoint.every_n_train_steps``. Lightning's own work
+``trainer.val_check_interval``, ``trainer.log_every_n_steps`` and ``last_checkpoint.every_n_train_steps``. Lightning's own work
 per training batch (its loop, the hooks of every callback, progress tracking) costs about as much
 as a whole SGD step of a sweep on a small CPU, so the module hands Lightning batches of m steps:
 m is the largest number up to :data:`MAX_STEPS_PER_BATCH` that divides every one of those counts,
 so that every validation, checkpoint and the end of the run falls on the boundary of a batch.
-Lightning counts its validation interval in batches; the module therefore gives the trainer
-``val_check_interval / m`` for the length of the fit and puts the user's value back afterwards.
+Lightning counts its validation and logging intervals in batches (:data:`BATCH_COUNTED`); the
+module therefore gives the trainer each of them divided by m for the length of the fit and puts
+the user's values back afterwards.
 The minibatches, their order and the weights do not depend on m.
 """
 
@@ -23,6 +24,9 @@ from lit_linear.errors import ConfigError
 # Past a few dozen steps per batch Lightning's share of a step is negligible; a Ctrl-C waits at
 # most this many steps.
 MAX_STEPS_PER_BATCH = 50
+
+# The trainer's intervals that a user gives in steps and Lightning counts in training batches.
+BATCH_COUNTED = ("val_check_interval", "log_every_n_steps")
 
 
 def _is_count(value: Any) -> bool:
@@ -66,8 +70,11 @@ def check_fit_settings(trainer: pl.Trainer) -> None:
 
 def step_counts(trainer: pl.Trainer, global_step: int = 0) -> list[int]:
     """The step counts a batch boundary must fall on: ``max_steps``, the validation interval, the
-    ``every_n_train_steps`` of any callback that has one, and ``global_step`` (where a resumed fit starts)."""
+    logging interval (with a logger), the ``every_n_train_steps`` of any callback that has one, and
+    ``global_step`` (where a resumed fit starts)."""
     counts = [trainer.max_steps, trainer.val_check_interval]
+    if trainer.loggers:
+        counts.append(trainer.log_every_n_steps)
     counts += [getattr(callback, "every_n_train_steps", None) for callback in trainer.callbacks]
     counts.append(global_step)
     return [c for c in counts if _is_count(c)]

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import csv
 import json
+import os
 
 import lightning.pytorch as pl
 import pytest
 import torch
+from lightning.pytorch.loggers import CSVLogger
 
 from lit_linear import CIFARDataModule, LinearClassifier, LinearClassifierModule
 from lit_linear import steps as steps_module
@@ -64,6 +67,33 @@ def test_grouping_steps_into_batches_does_not_change_the_result(cifar10_dir, tmp
     assert trainer.val_check_interval == 20  # the user's setting, in steps, after the fit
     assert torch.equal(grouped.W, one.W)
     assert grouped.results == one.results  # validated at the same steps, with the same loss averages
+
+
+class StepProbe(pl.Callback):
+    """Logs the SGD step count at the end of every training batch; Lightning keeps what falls on its logging interval."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        pl_module.log("probe", float(trainer.global_step))
+
+
+def test_logging_interval_is_counted_in_sgd_steps(cifar10_dir, tmp_path, recwarn):
+    """``log_every_n_steps`` means SGD steps, as in any Lightning fit, although the module hands
+    Lightning batches of several steps: per-batch logs land every n steps, and Lightning does not
+    warn about a logging interval longer than the (grouped) batches of the run."""
+    pl.seed_everything(0)
+    trainer = pl.Trainer(
+        accelerator="cpu", devices=1, max_steps=40, val_check_interval=20, check_val_every_n_epoch=None,
+        num_sanity_val_steps=0, log_every_n_steps=10, logger=CSVLogger(tmp_path), callbacks=[StepProbe()],
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+    )  # fmt: skip
+    model = LinearClassifierModule(lr=0.1, reg=0.0)
+    trainer.fit(model, CIFARDataModule(data_dir=str(cifar10_dir), download=False, batch_size=20))
+    assert model.steps_per_batch > 1  # the grouping is on
+    with open(os.path.join(trainer.logger.log_dir, "metrics.csv"), encoding="utf-8") as f:
+        probes = [float(row["probe"]) for row in csv.DictReader(f) if row.get("probe")]
+    assert probes == [10.0, 20.0, 30.0, 40.0]
+    assert trainer.log_every_n_steps == 10  # the user's setting, in steps, after the fit
+    assert not [w for w in recwarn if "logging interval" in str(w.message)]
 
 
 def test_training_never_calls_backward_and_counts_sgd_steps(cifar10_dir, tmp_path, monkeypatch):

@@ -51,13 +51,14 @@ def test_resume_with_other_intervals_validates_at_the_new_steps(cifar10_dir, tmp
     """Steps grouped 20 a batch before the resume and 10 after: validations still fall on the new interval.
 
     Fails loudly if Lightning's checkpoint format for its batch count changes (the module rewrites it)."""
-    first = run_cli("fit", *cli_args(cifar10_dir, tmp_path, "--last_checkpoint.every_n_train_steps", "20", steps=40))
+    every = ("--last_checkpoint.every_n_train_steps", "20", "--trainer.log_every_n_steps", "20")
+    first = run_cli("fit", *cli_args(cifar10_dir, tmp_path, *every, steps=40))
     assert first.returncode == 0, first.stderr[-3000:]
     ckpt = torch.load(tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["steps_per_batch"] == 20
     assert ckpt["loops"]["fit_loop"]["epoch_loop.batch_progress"]["total"]["completed"] == 2
-    resumed = run_cli("fit", "--ckpt_path", "last", *cli_args(cifar10_dir, tmp_path, "--last_checkpoint.every_n_train_steps",
-                                                              "30", steps=90, interval=30))  # fmt: skip
+    every = ("--last_checkpoint.every_n_train_steps", "30", "--trainer.log_every_n_steps", "30")
+    resumed = run_cli("fit", "--ckpt_path", "last", *cli_args(cifar10_dir, tmp_path, *every, steps=90, interval=30))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert val_acc_steps(tmp_path / "lightning_logs" / "version_1") == [60, 90]
 
