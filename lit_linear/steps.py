@@ -1,14 +1,14 @@
 """The trainer settings a sweep needs, and how a fit's SGD steps are grouped into Lightning batches.
 
 Every count a user gives is in SGD steps, as in any Lightning fit: ``trainer.max_steps``,
-``trainer.val_check_interval``, ``trainer.log_every_n_steps`` and ``last_checkpoint.every_n_train_steps``. Lightning's own work
-per training batch (its loop, the hooks of every callback, progress tracking) costs about as much
-as a whole SGD step of a sweep on a small CPU, so the module hands Lightning batches of m steps:
-m is the largest number up to :data:`MAX_STEPS_PER_BATCH` that divides every one of those counts,
-so that every validation, checkpoint and the end of the run falls on the boundary of a batch.
-Lightning counts its validation and logging intervals in batches (:data:`BATCH_COUNTED`); the
-module therefore gives the trainer each of them divided by m for the length of the fit and puts
-the user's values back afterwards.
+``trainer.val_check_interval``, ``trainer.log_every_n_steps`` (with a logger) and
+``last_checkpoint.every_n_train_steps``. Lightning's own work per training batch (its loop, the
+hooks of every callback, progress tracking) costs about as much as a whole SGD step of a sweep on a
+small CPU, so the module hands Lightning batches of m steps: m is the largest number up to
+:data:`MAX_STEPS_PER_BATCH` that divides every one of those counts, so that every validation,
+checkpoint and the end of the run falls on the boundary of a batch. Lightning counts its validation
+and logging intervals in batches (:data:`BATCH_COUNTED`); the module therefore gives the trainer
+each of them divided by m for the length of the fit and puts the user's values back afterwards.
 The minibatches, their order and the weights do not depend on m.
 """
 

@@ -70,7 +70,7 @@ def test_grouping_steps_into_batches_does_not_change_the_result(cifar10_dir, tmp
 
 
 class StepProbe(pl.Callback):
-    """Logs the SGD step count at the end of every training batch; Lightning keeps what falls on its logging interval."""
+    """Logs the SGD step count at every training batch's end; Lightning keeps those on its logging interval."""
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         pl_module.log("probe", float(trainer.global_step))
