@@ -33,6 +33,7 @@ from lit_linear.cifar import (
     load_split,
 )
 from lit_linear.errors import ConfigError, DataError
+from lit_linear.steps import warn_if_shorter_than_logging
 
 
 class Batch(NamedTuple):
@@ -374,7 +375,7 @@ class CIFARDataModule(pl.LightningDataModule):
         rank, world_size = self._rank()
         first_step = self.trainer.global_step if self.trainer is not None else 0
         max_steps = self.trainer.max_steps if self.trainer is not None else -1
-        return TrainBatches(
+        batches = TrainBatches(
             self.train_images,
             self.train_labels,
             self.hparams.batch_size,
@@ -385,6 +386,9 @@ class CIFARDataModule(pl.LightningDataModule):
             steps_per_batch=self.steps_per_batch,
             last_step=max_steps if max_steps > 0 else None,
         )
+        if self.trainer is not None:
+            warn_if_shorter_than_logging(self.trainer, len(batches), self.steps_per_batch)
+        return batches
 
     def val_dataloader(self) -> list[EvalBatches]:
         """Two loaders: the training images of ``train_eval_size`` (index 0) and the validation split (index 1)."""

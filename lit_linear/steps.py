@@ -15,9 +15,13 @@ The minibatches, their order and the weights do not depend on m.
 from __future__ import annotations
 
 import math
+import re
+import warnings
 from typing import Any
 
 import lightning.pytorch as pl
+from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities.warnings import PossibleUserWarning
 
 from lit_linear.errors import ConfigError
 
@@ -85,3 +89,24 @@ def steps_per_batch(counts: list[int], limit: int | None = None) -> int:
     limit = MAX_STEPS_PER_BATCH if limit is None else limit
     g = math.gcd(*counts) if counts else 1
     return max(m for m in range(1, min(g, limit) + 1) if g % m == 0)
+
+
+def warn_if_shorter_than_logging(trainer: pl.Trainer, batches: int, m: int) -> None:
+    """Lightning's warning that a fit is shorter than its logging interval, in SGD steps.
+
+    Lightning compares its training batches (``batches``, of ``m`` steps each) with the logging
+    interval it was given, ``log_every_n_steps / m``, and says so in those units: numbers the user
+    never set. With ``m > 1`` this says it in steps instead and silences Lightning's message with
+    these numbers (its wording is matched; ``tests/test_module.py`` fails if Lightning changes it).
+    """
+    if m == 1 or not trainer.loggers or trainer.fast_dev_run or not 0 < batches < trainer.log_every_n_steps:
+        return
+    interval = trainer.log_every_n_steps
+    lightning_says = f"The number of training batches ({batches}) is smaller than the logging interval " \
+                     f"Trainer(log_every_n_steps={interval})"  # fmt: skip
+    warnings.filterwarnings("ignore", message=re.escape(lightning_says), category=PossibleUserWarning)
+    rank_zero_warn(
+        f"This fit runs {batches * m} SGD steps, fewer than trainer.log_every_n_steps ({interval * m}): set a lower "
+        "value to see the metrics logged in per-batch hooks during the fit.",
+        category=PossibleUserWarning,
+    )

@@ -378,7 +378,7 @@ def test_loaders_follow_trainer_rank_and_step(cifar10_dir):
     dm = fit_dm(cifar10_dir, batch_size=20, eval_batch_size=50)
     plain = dm.train_dataloader()
     assert isinstance(plain, TrainBatches) and plain.first_step == 0
-    dm.trainer = SimpleNamespace(global_rank=1, world_size=2, global_step=7, max_steps=9)
+    dm.trainer = SimpleNamespace(global_rank=1, world_size=2, global_step=7, max_steps=9, loggers=[])
     dm.steps_per_batch = 5  # what the module chooses when a fit starts
     loader = dm.train_dataloader()
     assert len(loader) == 1  # steps 7 and 8, up to max_steps

@@ -96,6 +96,24 @@ def test_logging_interval_is_counted_in_sgd_steps(cifar10_dir, tmp_path, recwarn
     assert not [w for w in recwarn if "logging interval" in str(w.message)]
 
 
+def test_a_fit_shorter_than_its_logging_interval_is_warned_about_in_sgd_steps(cifar10_dir, tmp_path, recwarn):
+    """Lightning warns when a fit is shorter than its logging interval, counting its own batches:
+    here 4 batches of 10 steps against an interval of 5 batches. The user set 40 steps and 50, and
+    the warning says so, once (this fails if Lightning rewords its own message)."""
+    pl.seed_everything(0)
+    trainer = pl.Trainer(
+        accelerator="cpu", devices=1, max_steps=40, val_check_interval=20, check_val_every_n_epoch=None,
+        num_sanity_val_steps=0, log_every_n_steps=50, logger=CSVLogger(tmp_path), enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+    )  # fmt: skip
+    model = LinearClassifierModule(lr=0.1, reg=0.0)
+    trainer.fit(model, CIFARDataModule(data_dir=str(cifar10_dir), download=False, batch_size=20))
+    assert model.steps_per_batch == 10
+    said = [str(w.message) for w in recwarn if "log_every_n_steps" in str(w.message)]
+    assert said == ["This fit runs 40 SGD steps, fewer than trainer.log_every_n_steps (50): set a lower value to see "
+                    "the metrics logged in per-batch hooks during the fit."]  # fmt: skip
+
+
 def test_training_never_calls_backward_and_counts_sgd_steps(cifar10_dir, tmp_path, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("autograd backward was called")
