@@ -76,18 +76,25 @@ class StepProbe(pl.Callback):
         pl_module.log("probe", float(trainer.global_step))
 
 
+def logged_fit(cifar10_dir, tmp_path, log_every_n_steps: int, callbacks=()):
+    """A 40-step fit (validation every 20) with a CSV logger and this logging interval: ``(model, trainer)``."""
+    pl.seed_everything(0)
+    trainer = pl.Trainer(
+        accelerator="cpu", devices=1, max_steps=40, val_check_interval=20, check_val_every_n_epoch=None,
+        num_sanity_val_steps=0, log_every_n_steps=log_every_n_steps, logger=CSVLogger(tmp_path),
+        callbacks=list(callbacks), enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )  # fmt: skip
+    model = LinearClassifierModule(lr=0.1, reg=0.0)
+    trainer.fit(model, CIFARDataModule(data_dir=str(cifar10_dir), download=False, batch_size=20))
+    return model, trainer
+
+
 def test_logging_interval_is_counted_in_sgd_steps(cifar10_dir, tmp_path, recwarn):
     """``log_every_n_steps`` means SGD steps, as in any Lightning fit, although the module hands
     Lightning batches of several steps: per-batch logs land every n steps, and Lightning does not
     warn about a logging interval longer than the (grouped) batches of the run."""
-    pl.seed_everything(0)
-    trainer = pl.Trainer(
-        accelerator="cpu", devices=1, max_steps=40, val_check_interval=20, check_val_every_n_epoch=None,
-        num_sanity_val_steps=0, log_every_n_steps=10, logger=CSVLogger(tmp_path), callbacks=[StepProbe()],
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
-    )  # fmt: skip
-    model = LinearClassifierModule(lr=0.1, reg=0.0)
-    trainer.fit(model, CIFARDataModule(data_dir=str(cifar10_dir), download=False, batch_size=20))
+    model, trainer = logged_fit(cifar10_dir, tmp_path, log_every_n_steps=10, callbacks=[StepProbe()])
     assert model.steps_per_batch > 1  # the grouping is on
     with open(os.path.join(trainer.logger.log_dir, "metrics.csv"), encoding="utf-8") as f:
         probes = [float(row["probe"]) for row in csv.DictReader(f) if row.get("probe")]
@@ -100,14 +107,7 @@ def test_a_fit_shorter_than_its_logging_interval_is_warned_about_in_sgd_steps(ci
     """Lightning warns when a fit is shorter than its logging interval, counting its own batches:
     here 4 batches of 10 steps against an interval of 5 batches. The user set 40 steps and 50, and
     the warning says so, once (this fails if Lightning rewords its own message)."""
-    pl.seed_everything(0)
-    trainer = pl.Trainer(
-        accelerator="cpu", devices=1, max_steps=40, val_check_interval=20, check_val_every_n_epoch=None,
-        num_sanity_val_steps=0, log_every_n_steps=50, logger=CSVLogger(tmp_path), enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
-    )  # fmt: skip
-    model = LinearClassifierModule(lr=0.1, reg=0.0)
-    trainer.fit(model, CIFARDataModule(data_dir=str(cifar10_dir), download=False, batch_size=20))
+    model, _ = logged_fit(cifar10_dir, tmp_path, log_every_n_steps=50)
     assert model.steps_per_batch == 10
     said = [str(w.message) for w in recwarn if "log_every_n_steps" in str(w.message)]
     assert said == ["This fit runs 40 SGD steps, fewer than trainer.log_every_n_steps (50): set a lower value to see "
