@@ -180,9 +180,10 @@ class LinearClassifierModule(pl.LightningModule):
         trainer, datamodule = self.trainer, self.trainer.datamodule
         self._restore_intervals()  # chosen before: start again from the user's intervals
         m = 1
-        if isinstance(datamodule, CIFARDataModule) and not trainer.fast_dev_run:
-            m = steps_per_batch(step_counts(trainer, global_step))
-            datamodule.steps_per_batch = m
+        if isinstance(datamodule, CIFARDataModule):
+            if not trainer.fast_dev_run:
+                m = steps_per_batch(step_counts(trainer, global_step))
+            datamodule.steps_per_batch = m  # always set: a reused data module keeps no earlier fit's m
         self.steps_per_batch = m
         if m > 1:
             self._user_intervals = {name: getattr(trainer, name) for name in BATCH_COUNTED}

@@ -99,7 +99,7 @@ def warn_if_shorter_than_logging(trainer: pl.Trainer, batches: int, m: int) -> N
     never set. With ``m > 1`` this says it in steps instead and silences Lightning's message with
     these numbers (its wording is matched; ``tests/test_module.py`` fails if Lightning changes it).
     """
-    if m == 1 or not trainer.loggers or trainer.fast_dev_run or not 0 < batches < trainer.log_every_n_steps:
+    if m == 1 or not trainer.loggers or not 0 < batches < trainer.log_every_n_steps:
         return
     interval = trainer.log_every_n_steps
     lightning_says = f"The number of training batches ({batches}) is smaller than the logging interval " \
