@@ -81,22 +81,26 @@ class LastCheckpoint(ModelCheckpoint):
         self.last_model_path = path
         self._saved_step = trainer.global_step
 
-    # The state after step t is W_t with global_step t, exactly what a resume needs. When a
-    # validation follows the step, the save waits for it: Lightning does not re-run the validation
-    # of the step a checkpoint was taken at, so a checkpoint taken before it would resume with that
-    # validation's bookkeeping undone. Without a validation, the state is the same when the next
-    # batch starts.
+    # The state after step t is W_t with global_step t, exactly what a resume needs. It is saved at
+    # the end of the batch that reaches t, where Lightning's own step checkpoints are saved and its
+    # batch counts are those a restore expects (by the next batch's start, Lightning has counted
+    # that batch as begun). When a validation follows the step, the save waits for it: Lightning
+    # does not re-run the validation of the step a checkpoint was taken at, so a checkpoint taken
+    # before it would resume with that validation's bookkeeping undone.
     def on_train_batch_end(self, trainer: "pl.Trainer", *args: Any, **kwargs: Any) -> None:
         self._in_step = False
         if trainer.global_step % self.every_n_train_steps == 0:
-            self._pending = True
+            if _validates_after_this_batch(trainer):
+                self._pending = True
+            else:
+                self._save_last_now(trainer)
 
     def on_validation_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         if self._pending:
             self._save_last_now(trainer)
 
     def on_train_batch_start(self, trainer: "pl.Trainer", *args: Any, **kwargs: Any) -> None:
-        if self._pending:
+        if self._pending:  # a validation was due and did not run (a stop request Lightning declined)
             self._save_last_now(trainer)
         self._in_step = True
 
@@ -136,3 +140,15 @@ class LastCheckpoint(ModelCheckpoint):
         if self._previous_sigint is not None:
             signal.signal(signal.SIGINT, self._previous_sigint)
             self._previous_sigint = None
+
+
+def _validates_after_this_batch(trainer: "pl.Trainer") -> bool:
+    """Whether Lightning validates once the current training batch ends (called from ``on_train_batch_end``).
+
+    As Lightning decides: on its interval of training batches, at ``max_steps``, or when asked to
+    stop (a stop asked later, by a Ctrl-C during this hook, adds a validation after an earlier save).
+    """
+    if trainer.should_stop or (trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps):
+        return True
+    every = trainer.val_check_batch
+    return isinstance(every, int) and (trainer.fit_loop.epoch_loop.total_batch_idx + 1) % every == 0

@@ -7,14 +7,17 @@ in the model (:func:`lit_linear.classifier.preprocess`), so nothing is copied ho
 
 Minibatch order is a pure function of ``(seed, step)``: step ``t`` takes batch ``t % B`` of a
 fresh permutation of the training rows for epoch ``t // B`` (``B = N_train // batch_size``, the
-tail is dropped), so a fit resumed at step ``t`` continues with exactly the batches it would have
-seen. Under DDP every rank draws the same global batch and keeps its own contiguous share.
+tail is dropped). The training stream starts wherever the weights are, the trainer's
+``global_step``, each time Lightning iterates it, and has no length: Lightning runs one endless
+epoch that ``max_steps`` ends, so however it counts its batches or epochs after restoring a
+checkpoint, a resumed fit continues with exactly the batches it would have seen. Under DDP every
+rank draws the same global batch and keeps its own contiguous share.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterator, NamedTuple
+from typing import Any, Callable, Iterator, NamedTuple
 
 import lightning.pytorch as pl
 import torch
@@ -55,6 +58,7 @@ class TrainBlock(NamedTuple):
     source: Tensor  # (N, 3072) uint8, the whole split (a reference, not a copy)
     labels: Tensor  # (m, n) int64
     index: Tensor  # (m, n) int64, the rows of ``source`` of each step
+    step: int = 0  # the SGD step of the first row of ``index``
 
     @property
     def images(self) -> Tensor:
@@ -67,15 +71,18 @@ class TrainBatches:
 
     Iterating yields a :class:`TrainBlock` of the next ``steps_per_batch`` SGD steps (labels and
     index ``(m, n)``), whose rows the module gathers step by step; the block that reaches
-    ``last_step`` is cut there. With ``last_step`` the batches have a length, so Lightning's
-    progress bar counts them against their true total.
+    ``last_step`` is cut there. Each iteration starts at ``position()``, the step the weights are
+    at, so that the stream never replays or skips a step whatever Lightning's loop does after a
+    restore. It has no ``len``: Lightning then counts no epochs and ``max_steps`` ends the fit.
 
     Args:
         images: ``(N, 3072)`` uint8, on the training device.
         labels: ``(N,)`` int64, same device.
         batch_size: the global minibatch size (all ranks together).
         seed: seeds each epoch's permutation.
-        first_step: the step the iterator starts at (the trainer's ``global_step`` on resume).
+        first_step: the step an iteration starts at when there is no ``position``.
+        position: called when an iteration starts, returns the step to start at (the data module
+            passes the trainer's ``global_step``).
         rank: this process's rank; it keeps rows ``[rank * b, (rank + 1) * b)`` of each global batch.
         world_size: number of ranks; ``b = batch_size // world_size``.
         steps_per_batch: SGD steps per yielded batch.
@@ -93,6 +100,7 @@ class TrainBatches:
         world_size: int = 1,
         steps_per_batch: int = 1,
         last_step: int | None = None,
+        position: Callable[[], int] | None = None,
     ) -> None:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not one of the {world_size} ranks")
@@ -111,7 +119,7 @@ class TrainBatches:
         self.steps_per_batch = steps_per_batch
         self.batch_size, self.seed, self.first_step = batch_size, seed, first_step
         self.rank, self.world_size = rank, world_size
-        self.last_step = last_step
+        self.last_step, self.position = last_step, position
         self.batches_per_epoch = len(labels) // batch_size
         self._epoch, self._perm = -1, None
 
@@ -144,15 +152,10 @@ class TrainBatches:
         """Steps ``step .. step + steps - 1`` (default ``steps_per_batch``): ``(m, share)`` rows and labels, nothing copied."""
         steps = self.steps_per_batch if steps is None else steps
         index = torch.stack([self._share(step + j) for j in range(steps)])  # (m, share)
-        return TrainBlock(self.images, self.labels.index_select(0, index.view(-1)).view(index.shape), index)
-
-    def __len__(self) -> int:
-        if self.last_step is None:
-            raise TypeError("an endless TrainBatches (last_step=None) has no length")
-        return -(-max(self.last_step - self.first_step, 0) // self.steps_per_batch)
+        return TrainBlock(self.images, self.labels.index_select(0, index.view(-1)).view(index.shape), index, step)
 
     def __iter__(self) -> Iterator[TrainBlock]:
-        step = self.first_step
+        step = self.first_step if self.position is None else self.position()
         while self.last_step is None or step < self.last_step:
             m = self.steps_per_batch if self.last_step is None else min(self.steps_per_batch, self.last_step - step)
             yield self.block(step, m)
@@ -373,22 +376,21 @@ class CIFARDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> TrainBatches:
         rank, world_size = self._rank()
-        first_step = self.trainer.global_step if self.trainer is not None else 0
-        max_steps = self.trainer.max_steps if self.trainer is not None else -1
-        batches = TrainBatches(
+        trainer = self.trainer
+        max_steps = trainer.max_steps if trainer is not None else -1
+        if trainer is not None:
+            warn_if_shorter_than_logging(trainer, max_steps - trainer.global_step, self.steps_per_batch)
+        return TrainBatches(
             self.train_images,
             self.train_labels,
             self.hparams.batch_size,
             self.hparams.seed,
-            first_step=first_step,
             rank=rank,
             world_size=world_size,
             steps_per_batch=self.steps_per_batch,
             last_step=max_steps if max_steps > 0 else None,
+            position=(lambda: trainer.global_step) if trainer is not None else None,
         )
-        if self.trainer is not None:
-            warn_if_shorter_than_logging(self.trainer, len(batches), self.steps_per_batch)
-        return batches
 
     def val_dataloader(self) -> list[EvalBatches]:
         """Two loaders: the training images of ``train_eval_size`` (index 0) and the validation split (index 1)."""

@@ -281,6 +281,8 @@ class LinearClassifierModule(pl.LightningModule):
 
     def training_step(self, batch: TrainBlock, batch_idx: int) -> None:
         """``m`` SGD steps: a :class:`TrainBlock` of ``(m, n)`` rows of the training split and their labels."""
+        if batch.step != self.global_step:  # the stream follows global_step (data.TrainBatches): never replay or skip
+            raise RuntimeError(f"the training stream is at step {batch.step} but the weights at step {self.global_step}")
         optimizer = self.optimizers()
         for rows, labels in zip(batch.index, batch.labels):
             loss = optimizer.step(closure=self._closure(batch.source, rows, labels))  # (K,)
@@ -346,8 +348,13 @@ class LinearClassifierModule(pl.LightningModule):
         if frozen is not None:
             diverged |= frozen
         train_loss = (self.loss_sum / self.loss_steps).tolist() if self.loss_steps > 0 else [math.nan] * self.num_configs
-        self.loss_sum.zero_()
-        self.loss_steps.zero_()
+        # Only a validation on the interval starts the next mean and halves: one that a graceful stop
+        # (Ctrl-C) or an off-interval max_steps adds is for the user, and a fit resumed from it goes
+        # on exactly as the uninterrupted fit does.
+        on_interval = self._on_validation_interval()
+        if on_interval:
+            self.loss_sum.zero_()
+            self.loss_steps.zero_()
 
         columns = self.columns.tolist()
         live = {
@@ -358,8 +365,8 @@ class LinearClassifierModule(pl.LightningModule):
         best = columns[int(usable.argmax())] if not bool(diverged.all()) else -1
         self.best_index.fill_(best)
         self._pending_halving = None
-        if self.hparams.halving_factor is not None and self.trainer.state.fn == "fit":
-            if self.global_step < self.trainer.max_steps and not self.trainer.should_stop:
+        if self.hparams.halving_factor is not None and self.trainer.state.fn == "fit" and on_interval:
+            if self.global_step < self.trainer.max_steps:
                 self._halve(live)
             else:  # the last validation of this fit; a fit resumed from here halves first (on_train_start)
                 self._pending_halving = dict(live)
@@ -372,6 +379,14 @@ class LinearClassifierModule(pl.LightningModule):
         if top is not None:
             self.log("train/acc", top.train_acc)
             self.log("train/loss", top.train_loss)
+
+    def _on_validation_interval(self) -> bool:
+        """Whether this validation falls on ``val_check_interval`` (counted in SGD steps); outside a fit, always."""
+        trainer = self.trainer
+        interval = trainer.val_check_interval  # in Lightning batches of steps_per_batch steps while fitting
+        if trainer.state.fn != "fit" or trainer.fast_dev_run or not isinstance(interval, int):
+            return True
+        return self.global_step % (interval * self.steps_per_batch) == 0
 
     # --- successive halving ---------------------------------------------------------------------
     def on_train_start(self) -> None:

@@ -378,13 +378,17 @@ def test_loaders_follow_trainer_rank_and_step(cifar10_dir):
     dm = fit_dm(cifar10_dir, batch_size=20, eval_batch_size=50)
     plain = dm.train_dataloader()
     assert isinstance(plain, TrainBatches) and plain.first_step == 0
-    dm.trainer = SimpleNamespace(global_rank=1, world_size=2, global_step=7, max_steps=9, loggers=[])
+    trainer = SimpleNamespace(global_rank=1, world_size=2, global_step=7, max_steps=9, loggers=[], fast_dev_run=0)
+    dm.trainer = trainer
     dm.steps_per_batch = 5  # what the module chooses when a fit starts
     loader = dm.train_dataloader()
-    assert len(loader) == 1  # steps 7 and 8, up to max_steps
-    shard = next(iter(loader))
+    (shard,) = list(loader)  # steps 7 and 8, up to max_steps
+    assert shard.step == 7 and shard.index.shape[0] == 2
     assert torch.equal(shard.index[0], plain.batch(7).index[10:])  # rank 1's half of step 7's global batch
     assert torch.equal(shard.images[1], dm.train_images[shard.index[1]])  # a gather from the split tensor
+    trainer.global_step = 8  # an iteration starts where the weights are, whenever Lightning starts one
+    (shard,) = list(loader)
+    assert shard.step == 8 and torch.equal(shard.index[0], plain.batch(8).index[10:])
     train_loader, val_loader = dm.val_dataloader()
     chunks = [b.index.tolist() for b in train_loader]  # rank 1's half of the training split, 50 at a time
     assert chunks == [list(range(120, 170)), list(range(170, 220)), list(range(220, 240))]
@@ -460,14 +464,26 @@ def test_blocks_of_steps_are_the_same_minibatches_as_rows_of_the_split(split):
 
 
 @pytest.mark.parametrize("first_step, last_step, sizes", [(0, 12, [5, 5, 2]), (7, 12, [5]), (6, 8, [2]), (12, 12, [])])
-def test_the_stream_ends_at_last_step_with_a_length_in_batches(split, first_step, last_step, sizes):
-    """With the trainer's max_steps the stream is finite: Lightning's progress bar shows batches of a known total."""
+def test_the_stream_ends_at_last_step(split, first_step, last_step, sizes):
+    """With the trainer's max_steps the stream ends there, cutting its last block; it has no length,
+    so that Lightning counts no epochs whose end would start the stream again."""
     blocks = TrainBatches(*split, batch_size=10, seed=4, steps_per_batch=5, first_step=first_step, last_step=last_step)
-    assert len(blocks) == len(sizes)
-    got = [b.index for b in blocks]
-    assert [index.shape[0] for index in got] == sizes
+    got = list(blocks)
+    assert [b.index.shape[0] for b in got] == sizes
+    assert [b.step for b in got] == list(range(first_step, last_step, 5))
     single = TrainBatches(*split, batch_size=10, seed=4)
     if sizes:
-        assert torch.equal(torch.cat(got), torch.stack([single.batch(t).index for t in range(first_step, last_step)]))
+        assert torch.equal(torch.cat([b.index for b in got]),
+                           torch.stack([single.batch(t).index for t in range(first_step, last_step)]))  # fmt: skip
     with pytest.raises(TypeError):
-        len(TrainBatches(*split, batch_size=10, seed=4))  # endless: no length
+        len(blocks)
+
+
+def test_every_iteration_starts_at_the_position_it_is_given(split):
+    """Lightning may start a new iteration after a restore (a new epoch): it goes on from the
+    weights' step, never from where an earlier iteration began."""
+    step = [0]
+    blocks = TrainBatches(*split, batch_size=10, seed=4, steps_per_batch=5, last_step=30, position=lambda: step[0])
+    assert next(iter(blocks)).step == 0
+    step[0] = 15
+    assert [b.step for b in blocks] == [15, 20, 25]

@@ -104,9 +104,8 @@ def test_logging_interval_is_counted_in_sgd_steps(cifar10_dir, tmp_path, recwarn
 
 
 def test_a_fit_shorter_than_its_logging_interval_is_warned_about_in_sgd_steps(cifar10_dir, tmp_path, recwarn):
-    """Lightning warns when a fit is shorter than its logging interval, counting its own batches:
-    here 4 batches of 10 steps against an interval of 5 batches. The user set 40 steps and 50, and
-    the warning says so, once (this fails if Lightning rewords its own message)."""
+    """A fit shorter than its logging interval is warned about once, in the steps the user set
+    (40 and 50), not in Lightning's batches of 10 steps, which the user never set."""
     model, _ = logged_fit(cifar10_dir, tmp_path, log_every_n_steps=50)
     assert model.steps_per_batch == 10
     said = [str(w.message) for w in recwarn if "log_every_n_steps" in str(w.message)]

@@ -24,6 +24,16 @@ def outputs(run):
     return ckpt, json.loads((run / "sweep.json").read_text()), LinearClassifier.load(run / "best_model.pt")
 
 
+def assert_same_end(run_a, run_b):
+    """Two runs end with the same final W, sweep.json and best_model.pt, to the bit."""
+    ckpt_a, sweep_a, model_a = outputs(run_a)
+    ckpt_b, sweep_b, model_b = outputs(run_b)
+    assert ckpt_b["global_step"] == ckpt_a["global_step"]
+    assert torch.equal(ckpt_a["state_dict"]["W"], ckpt_b["state_dict"]["W"])
+    assert sweep_a == sweep_b
+    assert torch.equal(model_a.weight, model_b.weight) and model_a.info == model_b.info
+
+
 @pytest.mark.parametrize(
     "blocks", [[], ["--trainer.val_check_interval", "5"]], ids=["20 steps a batch", "5 steps a batch"]
 )
@@ -35,15 +45,13 @@ def test_resume_from_last_checkpoint_is_exact(cifar10_dir, tmp_path, blocks):
     second = run_cli("fit", *GRID, "--ckpt_path", "last", *cli_args(cifar10_dir, tmp_path / "resumed", *blocks, steps=80))
     assert second.returncode == 0, second.stderr[-3000:]
 
-    ckpt_a, sweep_a, model_a = outputs(tmp_path / "straight" / "lightning_logs" / "version_0")
-    ckpt_b, sweep_b, model_b = outputs(tmp_path / "resumed" / "lightning_logs" / "version_1")
-    assert ckpt_b["global_step"] == ckpt_a["global_step"] == 80
-    assert torch.equal(ckpt_a["state_dict"]["W"], ckpt_b["state_dict"]["W"])
-    assert sweep_a == sweep_b
-    assert torch.equal(model_a.weight, model_b.weight) and model_a.info == model_b.info
+    straight_run, resumed_run = tmp_path / "straight" / "lightning_logs" / "version_0", tmp_path / "resumed" / "lightning_logs" / "version_1"
+    assert_same_end(straight_run, resumed_run)
+    ckpt = outputs(resumed_run)[0]
+    assert ckpt["global_step"] == 80
 
     # The sampler's state is in the checkpoint (the position is the global step).
-    loader_state = ckpt_b["loops"]["fit_loop"]["state_dict"]["combined_loader"][0]
+    loader_state = ckpt["loops"]["fit_loop"]["state_dict"]["combined_loader"][0]
     assert loader_state == {"seed": 0, "batch_size": 20, "num_rows": 240}
 
 
@@ -96,3 +104,79 @@ def test_ctrl_c_stops_gracefully_with_a_usable_last_checkpoint(cifar10_dir, tmp_
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     sweep = json.loads((root / "lightning_logs" / "version_1" / "sweep.json").read_text())
     assert sweep["step"] == target
+
+
+# --- a crash or Ctrl-C at any step --------------------------------------------------------------
+# Saves every 10 steps, validations (and halvings) every 20, 80 steps: Lightning gets batches of 10 steps.
+SWEEPS = {
+    "grid": ["--model.lr", "[0.01, 0.1]", "--model.reg", "[0.0, 0.01]"],
+    "search": ["--model.lr", "{low: 0.01, high: 0.2}", "--model.reg", "[0.0, 0.01]", "--model.num_configs", "6",
+               "--model.halving_factor", "2"],  # fmt: skip  (6 -> 3 -> 2 -> 1 configs at steps 20, 40, 60)
+}
+PROBES = {"PYTHONPATH": str(REPO / "tests")}
+
+
+def probed_fit(cifar10_dir, root, sweep, *extra):
+    """An 80-step fit of ``sweep`` with every batch's minibatch rows logged to ``root/rows.jsonl``."""
+    log = ["--trainer.callbacks+=crash_probe.RowLog", f"--trainer.callbacks.path={root / 'rows.jsonl'}"]
+    every = ("--last_checkpoint.every_n_train_steps", "10")
+    return run_cli("fit", *SWEEPS[sweep], *cli_args(cifar10_dir, root, *every, steps=80), *log, *extra, env=PROBES)
+
+
+def rows_by_step(root) -> dict[int, list[int]]:
+    """``{SGD step: minibatch rows}`` of every step the fits under ``root`` trained (a step seen twice fails)."""
+    seen: dict[int, list[int]] = {}
+    for line in (root / "rows.jsonl").read_text().splitlines():
+        entry = json.loads(line)
+        for j, rows in enumerate(entry["rows"]):
+            assert entry["step"] + j not in seen, f"step {entry['step'] + j} trained twice"
+            seen[entry["step"] + j] = rows
+    return seen
+
+
+@pytest.fixture(scope="module")
+def straight_runs(cifar10_dir, tmp_path_factory):
+    """One uninterrupted fit per sweep, made on first use."""
+    runs = {}
+
+    def get(sweep):
+        if sweep not in runs:
+            root = tmp_path_factory.mktemp(f"straight-{sweep}")
+            fit = probed_fit(cifar10_dir, root, sweep)
+            assert fit.returncode == 0, fit.stderr[-3000:]
+            runs[sweep] = root
+        return runs[sweep]
+
+    return get
+
+
+@pytest.mark.parametrize(
+    "sweep, signal, at, resumes_from",
+    [
+        ("grid", "SIGKILL", 20, 10),  # killed before its second save: resumes from the first of eight
+        ("grid", "SIGINT", 30, 30),  # Ctrl-C between two validations
+        ("search", "SIGKILL", 20, 10),  # resumes before the first halving
+        ("search", "SIGINT", 50, 50),  # Ctrl-C between the halvings at 40 and 60
+        ("search", "SIGKILL", 70, 60),  # late: resumes from the save right after the last halving
+    ],
+)
+def test_a_fit_stopped_at_any_step_resumes_exactly(cifar10_dir, tmp_path, straight_runs, sweep, signal, at, resumes_from):
+    """A real SIGKILL (no save at the crash) or Ctrl-C (graceful stop: validates and saves), then
+    ``--ckpt_path last``: the same minibatch at every step, and the same end as one uninterrupted fit."""
+    probe = ["--trainer.callbacks+=crash_probe.SignalAt", f"--trainer.callbacks.step={at}", f"--trainer.callbacks.signal={signal}"]
+    stopped = probed_fit(cifar10_dir, tmp_path, sweep, *probe)
+    assert stopped.returncode == (-9 if signal == "SIGKILL" else 130), stopped.stderr[-3000:]
+    last = tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["global_step"] == resumes_from
+
+    # The steps after the checkpoint were trained before the crash: they are logged again on resume.
+    (tmp_path / "rows.jsonl").write_text(
+        "".join(line + "\n" for line in (tmp_path / "rows.jsonl").read_text().splitlines()
+                if json.loads(line)["step"] < resumes_from)  # fmt: skip
+    )
+    resumed = probed_fit(cifar10_dir, tmp_path, sweep, "--ckpt_path", "last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+    straight = straight_runs(sweep)
+    assert rows_by_step(tmp_path) == rows_by_step(straight)  # every step once, each with its own minibatch
+    assert_same_end(straight / "lightning_logs" / "version_0", tmp_path / "lightning_logs" / "version_1")

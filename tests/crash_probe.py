@@ -1,0 +1,46 @@
+"""Test-only callbacks for resume tests: a real signal at a chosen step, and a log of the minibatch rows.
+
+Used from the command line (``PYTHONPATH=tests``), e.g.
+``--trainer.callbacks+=crash_probe.SignalAt --trainer.callbacks.step=30 --trainer.callbacks.signal=SIGKILL``.
+"""
+
+import json
+import os
+import signal as signals
+
+from lightning.pytorch.callbacks import Callback
+
+
+class SignalAt(Callback):
+    """Sends this process ``signal`` once, at the end of the training batch that reaches ``step``.
+
+    Runs before the checkpoint callbacks (Lightning puts those last), so a SIGKILL here lands
+    before any save due at that step: the run on disk is the last save before it.
+
+    Args:
+        step: the SGD step at which to send it.
+        signal: ``SIGKILL`` (a crash) or ``SIGINT`` (Ctrl-C).
+    """
+
+    def __init__(self, step: int, signal: str = "SIGKILL") -> None:
+        self.step, self.signal, self._sent = step, signal, False
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        if not self._sent and trainer.global_step >= self.step:
+            self._sent = True
+            os.kill(os.getpid(), getattr(signals, self.signal))
+
+
+class RowLog(Callback):
+    """Appends ``{"step": first SGD step of the batch, "rows": [[...], ...]}`` per training batch to ``path``.
+
+    Args:
+        path: a JSON-lines file, appended to (flushed per batch, so a killed run keeps what it logged).
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"step": trainer.global_step, "rows": batch.index.tolist()}) + "\n")
