@@ -1,6 +1,6 @@
 """Grid-cost benchmark: what a whole sweep costs against one config, on any accelerator.
 
-    python benchmarks/grid.py --data-dir DIR [--accelerator cuda] [--out results/grid.json]
+    python benchmarks/grid.py --data-dir DIR [--accelerator cuda [--cuda-graph]] [--out results/grid.json]
 
 Trains configs/softmax.yaml (1 config) and configs/softmax_sweep.yaml (25 configs) for --steps
 SGD steps each, two ways: the batched plain PyTorch loop (the package's loss, sampler and update,
@@ -31,6 +31,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", required=True, help="folder holding cifar-10-batches-py")
     parser.add_argument("--accelerator", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--cuda-graph", action="store_true", help="fit with --model.cuda_graph true (one CUDA device)")
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--root", default="/tmp/lit_linear_bench_grid")
@@ -41,7 +42,8 @@ def main() -> None:
     device = "cuda" if args.accelerator == "cuda" else "cpu"
     dm = to_device(load_data(args.data_dir), device)
 
-    rows, payload = [], {"machine": machine(), "accelerator": args.accelerator, "steps": args.steps, "runs": {}}
+    rows, payload = [], {"machine": machine(), "accelerator": args.accelerator, "cuda_graph": args.cuda_graph,
+                         "steps": args.steps, "runs": {}}  # fmt: skip
     if device == "cuda":
         payload["device"] = torch.cuda.get_device_name()
     for config in CONFIGS:
@@ -59,7 +61,8 @@ def main() -> None:
             accuracy(W, dm.train_eval_images, dm.train_eval_labels, dm.pixel_mean)
             sync(device)
             plain.append(time.perf_counter() - start)
-            seconds, fitted = shipped_fit(config, args.data_dir, args.root, args.steps, accelerator=args.accelerator)
+            graphs = ("--model.cuda_graph", "true") if args.cuda_graph else ()
+            seconds, fitted = shipped_fit(config, args.data_dir, args.root, args.steps, *graphs, accelerator=args.accelerator)
             fit.append(seconds)
             best = fitted.results.best.val_acc
         K = len(lrs) * len(regs)
@@ -67,7 +70,8 @@ def main() -> None:
         payload["runs"][config] = {"configs": K, "plain": plain, "fit": fit, "best_val_acc": best}
 
     name = payload.get("device", machine())
-    print(f"\ngrid-cost benchmark: softmax, {args.steps} steps, batch 200, {args.accelerator} ({name})")
+    mode = ", CUDA graphs" if args.cuda_graph else ""
+    print(f"\ngrid-cost benchmark: softmax, {args.steps} steps, batch 200, {args.accelerator}{mode} ({name})")
     print(f"{'config':22s} {'K':>3s} {'plain s':>8s} {'fit s':>8s} {'fit ms/step':>12s} {'best val':>9s}")
     for config, K, p, f, best in rows:
         print(f"{config:22s} {K:3d} {p:8.2f} {f:8.2f} {1e3 * f / args.steps:12.3f} {100 * best:8.2f}%")

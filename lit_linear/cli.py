@@ -17,6 +17,7 @@ one-line ``error:`` and exit status.
 from __future__ import annotations
 
 import sys
+import warnings
 
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -86,8 +87,20 @@ class LinearCLI(LightningCLI):
         self._prepare_checkpoint()
 
 
+# Warnings from Lightning's internals that no setting of the user's can act on, matched by message
+# and by the module that raises them: Lightning calls torch's deprecated LeafSpec on every run,
+# and the prediction loop looks for a sampler's indices that PredictionWriter does not need (it
+# takes each row's index from the batch). Warnings about the user's own settings still print.
+QUIET = (
+    (r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning, r"lightning\.pytorch\.utilities\._pytree"),
+    (r"Couldn't infer the batch indices fetched from your dataloader", UserWarning, r"lightning\.pytorch\.loops\.prediction_loop"),
+)
+
+
 def main(args: list[str] | None = None) -> None:
     """Entry point of ``lit-linear`` and ``train.py``."""
+    for message, category, module in QUIET:
+        warnings.filterwarnings("ignore", message=message, category=category, module=module)
     try:
         cli = LinearCLI(args=args)
     except LitLinearError as e:

@@ -8,6 +8,7 @@ function must read and write the same tensors at every call (its caller refills 
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Callable
 
 import torch
@@ -22,6 +23,10 @@ class CapturedCall:
     arguments than the recorded ones warms up and records again. The returned tensors are the
     graph's own outputs, overwritten by the next replay.
 
+    Recording is a speed-up, never a condition of training: if it fails (an operation that cannot
+    be captured, no CUDA device, a driver that refuses), this warns once, saying why, and every
+    call from then on, that one included, runs ``fn`` eagerly.
+
     Args:
         fn: a function of tensors (and plain values) that launches only CUDA work, with no
             value read back to the host and no Python state that must change from call to call.
@@ -31,11 +36,14 @@ class CapturedCall:
     def __init__(self, fn: Callable[..., Any], warmup: int = 3) -> None:
         self.fn, self.warmup = fn, warmup
         self.graph: torch.cuda.CUDAGraph | None = None
+        self.failed = False  # recording failed: fn runs eagerly from then on
         self._key: tuple | None = None
         self._calls = 0
         self._out: Any = None
 
     def __call__(self, *args: Any) -> Any:
+        if self.failed:
+            return self.fn(*args)
         key = tuple((a.data_ptr(), a.shape, a.dtype) if isinstance(a, Tensor) else a for a in args)
         if key != self._key:
             self.graph, self._key, self._calls = None, key, 0
@@ -44,15 +52,31 @@ class CapturedCall:
             return self._out
         if self._calls < self.warmup:
             self._calls += 1
-            stream = torch.cuda.Stream()
-            stream.wait_stream(torch.cuda.current_stream())
+            try:
+                stream = torch.cuda.Stream()
+                stream.wait_stream(torch.cuda.current_stream())
+            except Exception as error:  # no usable CUDA stream: nothing has run yet
+                return self._fall_back(error, args)
             with torch.cuda.stream(stream):
-                out = self.fn(*args)
+                out = self.fn(*args)  # an error of fn itself is not a recording failure: it propagates
             torch.cuda.current_stream().wait_stream(stream)
             return out
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            self._out = self.fn(*args)
+        try:
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                self._out = self.fn(*args)  # recorded, not run: nothing has changed yet
+        except Exception as error:
+            return self._fall_back(error, args)
         self.graph = graph
         graph.replay()
         return self._out
+
+    def _fall_back(self, error: Exception, args: tuple) -> Any:
+        self.failed, self.graph, self._out = True, None, None
+        name = getattr(self.fn, "__name__", type(self.fn).__name__)
+        warnings.warn(
+            f"could not record {name} in a CUDA graph ({type(error).__name__}: {error}); it runs eagerly from here on",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return self.fn(*args)

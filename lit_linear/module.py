@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.callbacks import TQDMProgressBar
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
@@ -35,6 +36,7 @@ from lit_linear.graphs import CapturedCall
 from lit_linear.losses import SCORES_GRAD, grid_loss_factored
 from lit_linear.metrics import GridAccuracy
 from lit_linear.optim import GridSGD
+from lit_linear.progress import StepProgressBar
 from lit_linear.steps import BATCH_COUNTED, check_fit_settings, step_counts, steps_per_batch
 from lit_linear.sweep import ConfigResult, SweepResult, as_axis, sweep_configs
 
@@ -83,9 +85,9 @@ class LinearClassifierModule(pl.LightningModule):
         class_names: names of the C classes; linked from the data module.
         compile: run the training step's maths (features, loss, update) through ``torch.compile``
             on any device. The first steps pay for the compilation (see the README).
-        cuda_graph: on CUDA, record the training step in CUDA graphs and replay them, so that
-            Python and kernel launches do not set the pace (null: on for a single CUDA device,
-            off under DDP and on other devices).
+        cuda_graph: on one CUDA device, record the training step in CUDA graphs and replay them,
+            so that Python and kernel launches do not set the pace. Off by default until a GPU run
+            has measured it; a step that cannot be recorded runs eagerly, with a warning.
     """
 
     def __init__(
@@ -102,7 +104,7 @@ class LinearClassifierModule(pl.LightningModule):
         feature_dim: int = 3073,
         class_names: list[str] | None = None,
         compile: bool = False,
-        cuda_graph: bool | None = None,
+        cuda_graph: bool = False,
     ) -> None:
         super().__init__()
         if loss not in SCORES_GRAD:
@@ -174,6 +176,13 @@ class LinearClassifierModule(pl.LightningModule):
         if hasattr(datamodule, "class_names"):
             self.class_names = list(datamodule.class_names)
 
+    def configure_callbacks(self) -> list[pl.Callback]:
+        """Lightning's tqdm bar, made to count SGD steps (:class:`StepProgressBar`, same refresh rate and position)."""
+        bar = self.trainer.progress_bar_callback
+        if type(bar) is not TQDMProgressBar:  # none, or a bar of the user's own kind: theirs to keep
+            return []
+        return [StepProgressBar(bar.refresh_rate, bar.process_position)]
+
     def _group_steps(self, global_step: int) -> None:
         """Choose the SGD steps per Lightning batch (:mod:`lit_linear.steps`) and give the trainer
         its validation and logging intervals in such batches for this fit."""
@@ -203,14 +212,12 @@ class LinearClassifierModule(pl.LightningModule):
     def uses_cuda_graph(self, device: torch.device, world_size: int) -> bool:
         """Whether training on ``device`` in ``world_size`` processes records CUDA graphs (``model.cuda_graph``);
         a ConfigError where it was asked for and cannot apply."""
-        wanted = self.hparams.cuda_graph
-        single_cuda = torch.device(device).type == "cuda" and world_size == 1
-        if wanted and not single_cuda:
+        if self.hparams.cuda_graph and not (torch.device(device).type == "cuda" and world_size == 1):
             raise ConfigError(
                 f"model.cuda_graph true needs one CUDA device (training on {torch.device(device).type} with "
-                f"{world_size} processes); leave it null to use graphs wherever they apply"
+                f"{world_size} processes); set it to false"
             )
-        return single_cuda if wanted is None else bool(wanted)
+        return bool(self.hparams.cuda_graph)
 
     def configure_optimizers(self) -> GridSGD:
         graphs = self.uses_cuda_graph(self.W.device, self.trainer.world_size)

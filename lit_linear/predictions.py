@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import os
-import warnings
 from typing import Any, Sequence
 
 import lightning.pytorch as pl
@@ -13,10 +12,6 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from torch import Tensor
 
 from lit_linear.atomic import atomic_open
-
-# Lightning looks for a sampler's indices to hand to epoch-level writers; this writer takes each
-# row's index from the batch itself, so the warning that it found none is noise.
-warnings.filterwarnings("ignore", message="Couldn't infer the batch indices fetched from your dataloader")
 
 
 class PredictionWriter(BasePredictionWriter):

@@ -14,6 +14,7 @@ from conftest import cli_args, run_cli
 from lightning.pytorch.callbacks import Callback
 
 from lit_linear import CIFARDataModule, LinearClassifierModule
+from lit_linear.graphs import CapturedCall
 from lit_linear.losses import softmax_loss_vectorized, svm_loss_vectorized
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
@@ -101,9 +102,23 @@ def test_training_step_never_syncs_with_the_host(cifar10_dir, tmp_path):
     assert model.results.best is not None
 
 
-def test_the_step_replays_as_cuda_graphs_by_default_and_trains_what_eager_trains(cifar10_dir, tmp_path):
-    graphed, trainer = gpu_fit(cifar10_dir, tmp_path / "graphs")
+def test_the_step_replays_as_cuda_graphs_when_asked_and_trains_what_eager_trains(cifar10_dir, tmp_path):
+    graphed, trainer = gpu_fit(cifar10_dir, tmp_path / "graphs", cuda_graph=True)
     assert graphed._data_term.graph is not None and trainer.optimizers[0]._update.graph is not None, "recorded"
     eager, _ = gpu_fit(cifar10_dir, tmp_path / "eager", cuda_graph=False)
     assert torch.allclose(graphed.W, eager.W, rtol=1e-6, atol=1e-9)
     assert graphed.results == eager.results
+
+
+def test_a_capture_that_fails_falls_back_to_eager_with_one_warning():
+    """Reading a value back to the host cannot be captured: the call warns once and runs eagerly."""
+    x = torch.arange(4.0, device="cuda")
+
+    def syncs(t):
+        return t * float(t.sum().item())  # .item() waits for the device: illegal while capturing
+
+    call = CapturedCall(syncs, warmup=1)
+    with pytest.warns(RuntimeWarning, match="could not record syncs in a CUDA graph"):
+        results = [call(x) for _ in range(4)]
+    assert call.failed and call.graph is None
+    assert all(torch.equal(r, syncs(x)) for r in results)
