@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from lit_linear.classifier import LinearClassifier, gather_features, preprocess
-from lit_linear.data import CIFARDataModule, TrainBlock
+from lit_linear.data import Batch, CIFARDataModule, TrainBlock
 from lit_linear.errors import ConfigError, LitLinearError, SweepDivergedError
 from lit_linear.graphs import CapturedCall
 from lit_linear.losses import SCORES_GRAD, grid_loss_factored
@@ -327,9 +327,12 @@ class LinearClassifierModule(pl.LightningModule):
         D, K, C = self.W.shape
         return (X @ self.W.view(D, K * C)).view(-1, K, C)  # (n, K, C)
 
-    def validation_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
-        preds = self._grid_scores(batch.images).argmax(dim=2)  # (n, K)
-        (self.train_acc if dataloader_idx == 0 else self.val_acc).update(preds, batch.labels)
+    def validation_step(self, batch: dict[str, Batch | None], batch_idx: int) -> None:
+        """A chunk of the training sample and one of the validation split (None once it is done)."""
+        for split, accuracy in (("train", self.train_acc), ("val", self.val_acc)):
+            if batch[split] is not None:
+                preds = self._grid_scores(batch[split].images).argmax(dim=2)  # (n, K)
+                accuracy.update(preds, batch[split].labels)
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:
