@@ -157,6 +157,7 @@ class LinearClassifierModule(pl.LightningModule):
         self._data_term: Any = None  # data_term, compiled or recorded in a CUDA graph when asked
         self._rows: Tensor | None = None  # a CUDA graph's fixed inputs: the rows and labels of the step
         self._labels: Tensor | None = None
+        self._loaded: tuple[int, Tensor | None] | None = None  # the loaded checkpoint's step and diverged configs
 
     @property
     def num_configs(self) -> int:
@@ -249,6 +250,8 @@ class LinearClassifierModule(pl.LightningModule):
         self.stopped = _results_by_config(checkpoint.get("stopped_configs", []))
         pending = checkpoint.get("pending_halving")
         self._pending_halving = _results_by_config(pending) if pending is not None else None
+        optimizer = (checkpoint.get("optimizer_states") or [{}])[0]
+        self._loaded = (int(checkpoint.get("global_step", 0)), GridSGD.diverged_in(optimizer))
         try:
             fitting = self.trainer.state.fn == "fit"
         except RuntimeError:  # load_from_checkpoint: no trainer attached
@@ -344,17 +347,17 @@ class LinearClassifierModule(pl.LightningModule):
         self.train_acc.reset()
         self.val_acc.reset()
         diverged = ~torch.isfinite(self.W).all(dim=2).all(dim=0)  # (K,)
-        optimizer = self.optimizers(use_pl_optimizer=False) if self.trainer.state.fn == "fit" else None
-        frozen = optimizer.diverged() if isinstance(optimizer, GridSGD) else None
+        step, frozen = self._weights_state()
         if frozen is not None:
-            diverged |= frozen
-        train_loss = (self.loss_sum / self.loss_steps).tolist() if self.loss_steps > 0 else [math.nan] * self.num_configs
+            diverged |= frozen.to(diverged.device)
+        # None: no training step since the last validation (validate takes none), so no loss to report.
+        train_loss = (self.loss_sum / self.loss_steps).tolist() if self.loss_steps > 0 else [None] * self.num_configs
         self.loss_sum.zero_()
         self.loss_steps.zero_()
 
         columns = self.columns.tolist()
         live = {
-            k: ConfigResult(*self.configs[k], float(ta), float(va), float(tl), "diverged" if bad else "ok")
+            k: ConfigResult(*self.configs[k], float(ta), float(va), tl, "diverged" if bad else "ok")
             for k, ta, va, tl, bad in zip(columns, train_acc.tolist(), val_acc.tolist(), train_loss, diverged.tolist())
         }
         usable = val_acc.masked_fill(diverged, -1.0)
@@ -367,14 +370,30 @@ class LinearClassifierModule(pl.LightningModule):
             else:  # the last validation of this fit; a fit resumed from here halves first (on_train_start)
                 self._pending_halving = dict(live)
         results = tuple(live.get(k) or self.stopped[k] for k in range(self.num_configs))
-        self.results = SweepResult(self.hparams.loss, self.global_step, results, best if best >= 0 else None)
+        self.results = SweepResult(self.hparams.loss, step, results, best if best >= 0 else None)
         top = self.results.best
         # Logged as "step" too, so that the logger plots these at the SGD step they describe.
-        self.log("step", float(self.global_step))
+        self.log("step", float(step))
         self.log("val/acc", top.val_acc if top else 0.0, prog_bar=True)
         if top is not None:
             self.log("train/acc", top.train_acc)
-            self.log("train/loss", top.train_loss)
+            if top.train_loss is not None:
+                self.log("train/loss", top.train_loss)
+
+    def _weights_state(self) -> tuple[int, Tensor | None]:
+        """The SGD step the weights are at, and the configs frozen as diverged ``(K,)`` (None: not known).
+
+        In a fit, the trainer's and the optimizer's; in validate, the loaded checkpoint's: Lightning
+        restores the step and the optimizer only to resume a fit."""
+        if self.trainer.state.fn == "fit":
+            optimizer = self.optimizers(use_pl_optimizer=False)
+            return self.global_step, optimizer.diverged() if isinstance(optimizer, GridSGD) else None
+        return self._loaded or (self.global_step, None)
+
+    def on_validation_end(self) -> None:
+        # fit prints its table when it ends (on_fit_end); validate, once its one validation ends.
+        if self.trainer.state.fn == "validate" and self.trainer.is_global_zero and self.results is not None:
+            print(self.results.table(), flush=True)
 
     # --- successive halving ---------------------------------------------------------------------
     def on_train_start(self) -> None:
@@ -383,6 +402,7 @@ class LinearClassifierModule(pl.LightningModule):
         if self._pending_halving is not None and self.global_step < self.trainer.max_steps:
             self._halve(self._pending_halving)
         self._pending_halving = None
+        self._loaded = None  # the weights move on from the checkpoint's step
 
     def _halve(self, live: dict[int, ConfigResult]) -> None:
         """Keep the best ``ceil(n / halving_factor)`` of the n configs still training (val accuracy,
