@@ -113,7 +113,8 @@ class SweepTensorBoard(Callback):
                 continue  # stopped by successive halving: its curves end at the step it stopped
             writer.add_scalar("acc/train", config.train_acc, step)
             writer.add_scalar("acc/val", config.val_acc, step)
-            writer.add_scalar("loss/train", config.train_loss, step)
+            if config.train_loss is not None:
+                writer.add_scalar("loss/train", config.train_loss, step)
             writer.flush()
         if self.templates and results.best_index is not None:
             image = template_grid(pl_module.weights_of(results.best_index), pl_module.class_names, self.template_scale)

@@ -2,6 +2,7 @@
 
     python train.py fit --config configs/softmax_sweep.yaml
     python train.py fit --config configs/svm.yaml --model.lr "[1e-3, 5e-3]" --model.reg "[1e-3, 1e-2]"
+    python train.py validate --config configs/softmax_sweep.yaml --ckpt_path best
     python train.py test --config configs/softmax_sweep.yaml --ckpt_path best
     python train.py predict --config configs/softmax_sweep.yaml --ckpt_path best
 
@@ -78,6 +79,11 @@ class LinearCLI(LightningCLI):
         self._prepare_checkpoint()
 
     def before_validate(self) -> None:
+        # Without a checkpoint Lightning would validate the initial, untrained weights.
+        if self.config_init[self.subcommand].get("ckpt_path") is None:
+            raise ConfigError(
+                "validate re-measures a fitted sweep: pass --ckpt_path best, last or the path of a .ckpt file"
+            )
         self._prepare_checkpoint()
 
     def before_test(self) -> None:

@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator, NamedTuple
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import CombinedLoader, rank_zero_info
 from torch import Tensor
 
 from lit_linear.cifar import (
@@ -392,12 +392,19 @@ class CIFARDataModule(pl.LightningDataModule):
             position=(lambda: trainer.global_step) if trainer is not None else None,
         )
 
-    def val_dataloader(self) -> list[EvalBatches]:
-        """Two loaders: the training images of ``train_eval_size`` (index 0) and the validation split (index 1)."""
-        return [
-            self._eval(self.train_eval_images, self.train_eval_labels),
-            self._eval(self.val_images, self.val_labels),
-        ]
+    def val_dataloader(self) -> CombinedLoader:
+        """The training images of ``train_eval_size`` and the validation split, side by side as one loader.
+
+        Each batch is ``{"train": Batch | None, "val": Batch | None}``, a chunk of each (None once
+        that split is done). One loader, because Lightning reports every loader's metrics in a
+        column of its own, and train and val accuracy are one measurement of the same weights;
+        ``max_size`` still applies ``limit_val_batches`` to each split.
+        """
+        splits = {
+            "train": self._eval(self.train_eval_images, self.train_eval_labels),
+            "val": self._eval(self.val_images, self.val_labels),
+        }
+        return CombinedLoader(splits, mode="max_size")
 
     def test_dataloader(self) -> EvalBatches:
         return self._eval(self.test_images, self.test_labels)

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from lit_linear.classifier import LinearClassifier, gather_features, preprocess
-from lit_linear.data import CIFARDataModule, TrainBlock
+from lit_linear.data import Batch, CIFARDataModule, TrainBlock
 from lit_linear.errors import ConfigError, LitLinearError, SweepDivergedError
 from lit_linear.graphs import CapturedCall
 from lit_linear.losses import SCORES_GRAD, grid_loss_factored
@@ -159,6 +159,7 @@ class LinearClassifierModule(pl.LightningModule):
         self._data_term: Any = None  # data_term, compiled or recorded in a CUDA graph when asked
         self._rows: Tensor | None = None  # a CUDA graph's fixed inputs: the rows and labels of the step
         self._labels: Tensor | None = None
+        self._loaded: tuple[int, Tensor | None] | None = None  # the loaded checkpoint's step and diverged configs
 
     @property
     def num_configs(self) -> int:
@@ -256,6 +257,8 @@ class LinearClassifierModule(pl.LightningModule):
         self.stopped = _results_by_config(checkpoint.get("stopped_configs", []))
         pending = checkpoint.get("pending_halving")
         self._pending_halving = _results_by_config(pending) if pending is not None else None
+        optimizer = (checkpoint.get("optimizer_states") or [{}])[0]
+        self._loaded = (int(checkpoint.get("global_step", 0)), GridSGD.diverged_in(optimizer))
         try:
             fitting = self.trainer.state.fn == "fit"
         except RuntimeError:  # load_from_checkpoint: no trainer attached
@@ -336,9 +339,12 @@ class LinearClassifierModule(pl.LightningModule):
         D, K, C = self.W.shape
         return (X @ self.W.view(D, K * C)).view(-1, K, C)  # (n, K, C)
 
-    def validation_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
-        preds = self._grid_scores(batch.images).argmax(dim=2)  # (n, K)
-        (self.train_acc if dataloader_idx == 0 else self.val_acc).update(preds, batch.labels)
+    def validation_step(self, batch: dict[str, Batch | None], batch_idx: int) -> None:
+        """A chunk of the training sample and one of the validation split (None once it is done)."""
+        for split, accuracy in (("train", self.train_acc), ("val", self.val_acc)):
+            if batch[split] is not None:
+                preds = self._grid_scores(batch[split].images).argmax(dim=2)  # (n, K)
+                accuracy.update(preds, batch[split].labels)
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:
@@ -350,11 +356,11 @@ class LinearClassifierModule(pl.LightningModule):
         self.train_acc.reset()
         self.val_acc.reset()
         diverged = ~torch.isfinite(self.W).all(dim=2).all(dim=0)  # (K,)
-        optimizer = self.optimizers(use_pl_optimizer=False) if self.trainer.state.fn == "fit" else None
-        frozen = optimizer.diverged() if isinstance(optimizer, GridSGD) else None
+        step, frozen = self._weights_state()
         if frozen is not None:
-            diverged |= frozen
-        train_loss = (self.loss_sum / self.loss_steps).tolist() if self.loss_steps > 0 else [math.nan] * self.num_configs
+            diverged |= frozen.to(diverged.device)
+        # None: no training step since the last validation (validate takes none), so no loss to report.
+        train_loss = (self.loss_sum / self.loss_steps).tolist() if self.loss_steps > 0 else [None] * self.num_configs
         # Only a validation on the interval starts the next mean and halves: one that a graceful stop
         # (Ctrl-C) or an off-interval max_steps adds is for the user, and a fit resumed from it goes
         # on exactly as the uninterrupted fit does.
@@ -365,7 +371,7 @@ class LinearClassifierModule(pl.LightningModule):
 
         columns = self.columns.tolist()
         live = {
-            k: ConfigResult(*self.configs[k], float(ta), float(va), float(tl), "diverged" if bad else "ok")
+            k: ConfigResult(*self.configs[k], float(ta), float(va), tl, "diverged" if bad else "ok")
             for k, ta, va, tl, bad in zip(columns, train_acc.tolist(), val_acc.tolist(), train_loss, diverged.tolist())
         }
         usable = val_acc.masked_fill(diverged, -1.0)
@@ -378,14 +384,30 @@ class LinearClassifierModule(pl.LightningModule):
             else:  # the last validation of this fit; a fit resumed from here halves first (on_train_start)
                 self._pending_halving = dict(live)
         results = tuple(live.get(k) or self.stopped[k] for k in range(self.num_configs))
-        self.results = SweepResult(self.hparams.loss, self.global_step, results, best if best >= 0 else None)
+        self.results = SweepResult(self.hparams.loss, step, results, best if best >= 0 else None)
         top = self.results.best
         # Logged as "step" too, so that the logger plots these at the SGD step they describe.
-        self.log("step", float(self.global_step))
+        self.log("step", float(step))
         self.log("val/acc", top.val_acc if top else 0.0, prog_bar=True)
         if top is not None:
             self.log("train/acc", top.train_acc)
-            self.log("train/loss", top.train_loss)
+            if top.train_loss is not None:
+                self.log("train/loss", top.train_loss)
+
+    def _weights_state(self) -> tuple[int, Tensor | None]:
+        """The SGD step the weights are at, and the configs frozen as diverged ``(K,)`` (None: not known).
+
+        In a fit, the trainer's and the optimizer's; in validate, the loaded checkpoint's: Lightning
+        restores the step and the optimizer only to resume a fit."""
+        if self.trainer.state.fn == "fit":
+            optimizer = self.optimizers(use_pl_optimizer=False)
+            return self.global_step, optimizer.diverged() if isinstance(optimizer, GridSGD) else None
+        return self._loaded or (self.global_step, None)
+
+    def on_validation_end(self) -> None:
+        # fit prints its table when it ends (on_fit_end); validate, once its one validation ends.
+        if self.trainer.state.fn == "validate" and self.trainer.is_global_zero and self.results is not None:
+            print(self.results.table(), flush=True)
 
     def _on_validation_interval(self) -> bool:
         """Whether this validation falls on ``val_check_interval`` (counted in SGD steps); outside a fit, always."""
@@ -402,6 +424,7 @@ class LinearClassifierModule(pl.LightningModule):
         if self._pending_halving is not None and self.global_step < self.trainer.max_steps:
             self._halve(self._pending_halving)
         self._pending_halving = None
+        self._loaded = None  # the weights move on from the checkpoint's step
 
     def _halve(self, live: dict[int, ConfigResult]) -> None:
         """Keep the best ``ceil(n / halving_factor)`` of the n configs still training (val accuracy,

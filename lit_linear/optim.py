@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 from torch import Tensor
@@ -125,8 +125,18 @@ class GridSGD(torch.optim.Optimizer):
 
     def diverged(self) -> Tensor | None:
         """``(K,)`` bool: configs frozen because their loss turned non-finite (None before any step)."""
-        state = self.state[self._grid()[0]]
-        return state["live"] == 0 if bool(state["step"] > 0) else None
+        return _frozen(self.state[self._grid()[0]])
+
+    @staticmethod
+    def diverged_in(state_dict: dict[str, Any]) -> Tensor | None:
+        """:meth:`diverged` of the GridSGD that saved ``state_dict`` (a checkpoint's), without building one."""
+        states = list(state_dict.get("state", {}).values())
+        return _frozen(states[0]) if states else None
+
+
+def _frozen(state: dict[str, Tensor]) -> Tensor | None:
+    """``(K,)`` bool from GridSGD's per-grid state: ``live`` is 0 for a frozen config; None before any step."""
+    return state["live"] == 0 if bool(state["step"] > 0) else None
 
 
 def sgd_update(p: Tensor, step: Tensor, base_lr: Tensor, reg: Tensor, live: Tensor, lr_decay: float, lr_decay_every: int,

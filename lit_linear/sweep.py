@@ -102,13 +102,17 @@ class ConfigResult:
     reg: float
     train_acc: float
     val_acc: float
-    train_loss: float
+    train_loss: float | None  # mean since the previous validation; None without a training step since (validate)
     status: str  # "ok", "diverged", or "stopped" (by successive halving)
     stopped_at: int | None = None  # the step at which halving stopped it
 
     def describe(self) -> str:
         """The status as the results table shows it, e.g. ``stopped at 500``."""
         return f"stopped at {self.stopped_at}" if self.status == "stopped" else self.status
+
+    def loss_text(self, spec: str) -> str:
+        """The train loss formatted with ``spec`` (e.g. ``9.4f``), or ``-`` where none was measured."""
+        return "-" if self.train_loss is None else format(self.train_loss, spec)
 
 
 @dataclass(frozen=True)
@@ -154,7 +158,7 @@ class SweepResult:
             mark = "  <- best" if k == self.best_index else ""
             lines.append(
                 f"  {c.lr:10.3e}  {c.reg:10.3e}  {100 * c.train_acc:8.2f}%  {100 * c.val_acc:6.2f}%"
-                f"  {c.train_loss:9.4f}  {c.describe()}{mark}"
+                f"  {c.loss_text('9.4f'):>9}  {c.describe()}{mark}"
             )
         best = self.best
         if best is None:
@@ -172,6 +176,6 @@ class SweepResult:
             star = " **(best)**" if k == self.best_index else ""
             rows.append(
                 f"| {c.lr:.3e} | {c.reg:.3e} | {100 * c.train_acc:.2f}% | {100 * c.val_acc:.2f}% "
-                f"| {c.train_loss:.4f} | {c.describe()}{star} |"
+                f"| {c.loss_text('.4f')} | {c.describe()}{star} |"
             )
         return "\n".join(rows)

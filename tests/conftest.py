@@ -111,3 +111,12 @@ def val_acc_steps(run: Path) -> list[int]:
     accumulator = EventAccumulator(str(run), size_guidance={"scalars": 0})
     accumulator.Reload()
     return [event.step for event in accumulator.Scalars("val/acc")]
+
+
+def table_rows(output: str) -> tuple[str, list[list[str]]]:
+    """The results table that fit and validate print (``SweepResult.table``): its title line and,
+    per config, its fields split on spaces (lr, reg, train acc, val acc, loss, status words...)."""
+    lines = output.splitlines()
+    start = max(i for i, line in enumerate(lines) if " sweep: " in line and " configs after " in line)
+    num_configs = int(lines[start].split(" sweep: ")[1].split()[0])
+    return lines[start], [line.split() for line in lines[start + 2 : start + 2 + num_configs]]

@@ -11,7 +11,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 import pytest
 import torch
-from conftest import REPO, cli_args, run_cli, val_acc_steps
+from conftest import REPO, cli_args, run_cli, table_rows, val_acc_steps
 
 from lit_linear import LinearClassifier, LinearClassifierModule
 from lit_linear.cifar import load_split
@@ -21,15 +21,15 @@ from lit_linear.data import CIFARDataModule
 pytestmark = pytest.mark.slow
 
 
+# The sweep of the ``fitted`` fixture: validate, test and predict name it the same way.
+FITTED = ["--config", str(REPO / "configs" / "softmax.yaml"), "--model.lr", "[0.01, 0.1]", "--model.reg", "[0.0, 0.001]"]
+
+
 @pytest.fixture(scope="module")
 def fitted(cifar10_dir, tmp_path_factory):
     """One 2 x 2 softmax sweep from the command line; its run folder."""
     root = tmp_path_factory.mktemp("run")
-    result = run_cli(
-        "fit", "--config", str(REPO / "configs" / "softmax.yaml"),
-        "--model.lr", "[0.01, 0.1]", "--model.reg", "[0.0, 0.001]",
-        *cli_args(cifar10_dir, root, steps=100, interval=50),
-    )  # fmt: skip
+    result = run_cli("fit", *FITTED, *cli_args(cifar10_dir, root, steps=100, interval=50))
     assert result.returncode == 0, result.stderr[-3000:]
     return root, result
 
@@ -59,11 +59,7 @@ def test_fit_writes_the_run_under_the_root_folder(fitted):
 def test_test_subcommand_scores_the_best_config(fitted, cifar10_dir):
     root, _ = fitted
     for ckpt_path in ("best", "last", str(run_dir(root) / "checkpoints" / "best.ckpt")):
-        result = run_cli(
-            "test", "--config", str(REPO / "configs" / "softmax.yaml"),
-            "--model.lr", "[0.01, 0.1]", "--model.reg", "[0.0, 0.001]",
-            "--ckpt_path", ckpt_path, *cli_args(cifar10_dir, root),
-        )  # fmt: skip
+        result = run_cli("test", *FITTED, "--ckpt_path", ckpt_path, *cli_args(cifar10_dir, root))
         assert result.returncode == 0, result.stderr[-3000:]
         assert f"test results logged to {root / 'lightning_logs'}" in result.stdout
         match = re.search(r"test/acc\s*│?\s*([0-9.]+)", result.stdout)
@@ -77,11 +73,7 @@ def test_test_subcommand_scores_the_best_config(fitted, cifar10_dir):
 def test_predict_subcommand_writes_predictions_csv(fitted, cifar10_dir):
     root, _ = fitted
     before = set((root / "lightning_logs").iterdir())
-    result = run_cli(
-        "predict", "--config", str(REPO / "configs" / "softmax.yaml"),
-        "--model.lr", "[0.01, 0.1]", "--model.reg", "[0.0, 0.001]",
-        "--ckpt_path", "best", *cli_args(cifar10_dir, root),
-    )  # fmt: skip
+    result = run_cli("predict", *FITTED, "--ckpt_path", "best", *cli_args(cifar10_dir, root))
     assert result.returncode == 0, result.stderr[-3000:]
     (new_run,) = set((root / "lightning_logs").iterdir()) - before
     assert f"predictions written to {new_run / 'predictions.csv'}" in result.stdout
@@ -97,6 +89,64 @@ def test_predict_subcommand_writes_predictions_csv(fitted, cifar10_dir):
     assert [r[2] for r in rows[1:]] == [model.class_names[y] for y in expected]
     assert [int(r[3]) for r in rows[1:]] == labels.tolist()
     assert [r[4] for r in rows[1:]] == [model.class_names[y] for y in labels.tolist()]
+
+
+def files_of(run: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(run)): (p.stat().st_mtime_ns, p.stat().st_size) for p in run.rglob("*") if p.is_file()}
+
+
+def lightning_metrics(stdout: str) -> dict[str, list[str]]:
+    """Lightning's printed ``Validate metric`` table: each metric's values, one per loader column."""
+    rows = [line.replace("│", " ").split() for line in stdout.split("Validate metric")[1].splitlines()[2:]]
+    return {row[0]: row[1:] for row in rows if row and "─" not in row[0]}
+
+
+def test_validate_remeasures_the_checkpoints_configs(fitted, cifar10_dir):
+    root, fit = fitted
+    run = run_dir(root)
+    before = files_of(run)
+    _, fit_rows = table_rows(fit.stdout)
+    for ckpt_path in ("best", "last", str(run / "checkpoints" / "last.ckpt")):
+        result = run_cli("validate", *FITTED, "--ckpt_path", ckpt_path, *cli_args(cifar10_dir, root))
+        assert result.returncode == 0, result.stderr[-3000:]
+        name = "best" if ckpt_path == "best" else "last"
+        step = torch.load(run / "checkpoints" / f"{name}.ckpt", weights_only=True)["global_step"]
+        assert step > 0
+        title, rows = table_rows(result.stdout)
+        assert title == f"softmax sweep: 4 configs after {step} steps"
+        assert [row[4] for row in rows] == ["-"] * 4, "no training ran: no train loss to show"
+        (best,) = [row for row in rows if row[-2:] == ["<-", "best"]]
+        if name == "last":  # the fit's final validation, measured again: the same accuracies, status and best
+            assert [row[:4] + row[5:] for row in rows] == [row[:4] + row[5:] for row in fit_rows]
+        # Lightning's own table: one column, the checkpoint's step, each metric once, nothing unmeasured.
+        metrics = lightning_metrics(result.stdout)
+        assert metrics.keys() == {"step", "train/acc", "val/acc"} and "nan" not in result.stdout
+        assert metrics["step"] == [f"{float(step)}"]
+        assert float(metrics["val/acc"][0]) == pytest.approx(float(best[3].rstrip("%")) / 100, abs=1e-6)
+        assert float(metrics["train/acc"][0]) == pytest.approx(float(best[2].rstrip("%")) / 100, abs=1e-6)
+    assert files_of(run) == before, "validate writes nothing into the fit's run folder"
+
+
+def test_validate_keeps_the_recorded_status_of_a_diverged_config(cifar10_dir, tmp_path, capsys):
+    grid = ["--model.lr", "[0.05, 1.0e30]", "--model.reg", "0.0"]
+    main(["fit", *grid, *cli_args(cifar10_dir, tmp_path)])
+    sweep = json.loads((run_dir(tmp_path) / "sweep.json").read_text())
+    assert [c["status"] for c in sweep["configs"]] == ["ok", "diverged"]
+    W = torch.load(run_dir(tmp_path) / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]["W"]
+    assert torch.isfinite(W).all(), "frozen by its non-finite loss, not by its weights: only the optimizer knows"
+    capsys.readouterr()
+    main(["validate", *grid, "--ckpt_path", "last", *cli_args(cifar10_dir, tmp_path)])
+    _, rows = table_rows(capsys.readouterr().out)
+    assert [row[5:] for row in rows] == [["ok", "<-", "best"], ["diverged"]]
+    assert float(rows[0][3].rstrip("%")) == pytest.approx(100 * sweep["configs"][0]["val_acc"], abs=0.006)
+
+
+def test_validate_without_a_checkpoint_is_refused_before_reading_data(tmp_path):
+    result = run_cli("validate", *cli_args(tmp_path / "no_data", tmp_path / "runs"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert "--ckpt_path" in line and "not found" not in result.stderr
+    assert not (tmp_path / "runs").exists(), "nothing validated, nothing logged"
 
 
 def test_test_without_a_checkpoint_explains_what_is_missing(cifar10_dir, tmp_path):

@@ -389,10 +389,12 @@ def test_loaders_follow_trainer_rank_and_step(cifar10_dir):
     trainer.global_step = 8  # an iteration starts where the weights are, whenever Lightning starts one
     (shard,) = list(loader)
     assert shard.step == 8 and torch.equal(shard.index[0], plain.batch(8).index[10:])
-    train_loader, val_loader = dm.val_dataloader()
-    chunks = [b.index.tolist() for b in train_loader]  # rank 1's half of the training split, 50 at a time
+    # One loader: a chunk of each split per batch, None once that split is done (Lightning's
+    # CombinedLoader yields (batch, batch_idx, dataloader_idx)).
+    batches = [batch for batch, _, _ in dm.val_dataloader()]
+    chunks = [b["train"].index.tolist() for b in batches]  # rank 1's half of the training split, 50 at a time
     assert chunks == [list(range(120, 170)), list(range(170, 220)), list(range(220, 240))]
-    assert torch.cat([b.index for b in val_loader]).tolist() == list(range(30, 60))
+    assert batches[0]["val"].index.tolist() == list(range(30, 60)) and [b["val"] for b in batches[1:]] == [None, None]
 
 
 # --- through the command line ---------------------------------------------------------------------
@@ -435,8 +437,8 @@ def test_train_accuracy_is_measured_on_a_fixed_sample_of_training_rows(tmp_path)
     rows = {tuple(r.tolist()) for r in sampled.train_images}
     assert all(tuple(r.tolist()) in rows for r in sampled.train_eval_images)
     assert len({tuple(r.tolist()) for r in sampled.train_eval_images}) == 50
-    loader, _ = sampled.val_dataloader()
-    assert sum(len(b.labels) for b in loader) == 50
+    loader = sampled.val_dataloader()
+    assert sum(len(b["train"].labels) for b, _, _ in loader if b["train"] is not None) == 50
 
     everything = CIFARDataModule(data_dir=str(root), download=False, train_eval_size=None)
     everything.setup("fit")

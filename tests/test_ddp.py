@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest import REPO, cli_args, run_cli
+from conftest import REPO, cli_args, run_cli, table_rows
 
 pytestmark = pytest.mark.slow
 
@@ -65,3 +65,22 @@ def test_test_and_predict_under_ddp_equal_one_device(cifar10_dir, tmp_path):
         outputs[name] = (re.search(r"test/acc\s*│?\s*([0-9.]+)", test.stdout).group(1), (run / "predictions.csv").read_text())
     assert outputs["one"] == outputs["two"]
     assert outputs["one"][1].count("\n") == 61
+
+
+def test_validate_under_ddp_equals_one_device(cifar10_dir, tmp_path):
+    """Each rank measures its shard of both splits; the accuracies sum the shards, so the table is the same."""
+    root = tmp_path / "run"
+    grid = ["--model.lr", "{low: 0.01, high: 0.2}", "--model.reg", "[0.0, 0.01]", "--model.num_configs", "6",
+            "--model.halving_factor", "2"]  # fmt: skip
+    assert run_cli("fit", *grid, *cli_args(cifar10_dir, root)).returncode == 0
+    printed = {}
+    for name, devices in (("one", []), ("two", ["--trainer.devices", "2", "--trainer.strategy", "ddp"])):
+        result = run_cli("validate", *grid, "--ckpt_path", "last", *cli_args(cifar10_dir, root, *devices), timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+        title, rows = table_rows(result.stdout)
+        metrics = result.stdout.split("Validate metric")[1]
+        printed[name] = (title, rows, metrics)
+    assert printed["one"] == printed["two"]
+    title, rows, metrics = printed["one"]
+    assert title == "softmax sweep: 6 configs after 40 steps"
+    assert sum(row[5] == "stopped" for row in rows) == 3, "halved at step 20: 6 -> 3, recorded in the checkpoint"

@@ -77,6 +77,9 @@ def test_state_round_trips_through_state_dict():
         o.step(lambda: torch.zeros(2, dtype=torch.float64))
     assert torch.equal(W.detach(), W2.detach())
     assert opt2.diverged().tolist() == [False, True]
+    # validate reads it from a checkpoint's optimizer state, with no optimizer built.
+    assert GridSGD.diverged_in(state).tolist() == [False, True]
+    assert GridSGD.diverged_in(make([0.2, 0.2])[1].state_dict()) is None, "no step taken: nothing known yet"
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32 (compiled on the CPU)"])

@@ -8,7 +8,7 @@ import math
 import lightning.pytorch as pl
 import pytest
 import torch
-from conftest import REPO, cli_args, run_cli, val_acc_steps
+from conftest import REPO, cli_args, run_cli, table_rows, val_acc_steps
 
 from lit_linear import LinearClassifier, LinearClassifierModule
 from lit_linear.cli import main
@@ -110,6 +110,23 @@ def test_a_search_resumed_between_halvings_ends_as_a_straight_fit(cifar10_dir, t
     assert json.loads((straight / "sweep.json").read_text()) == json.loads((resumed / "sweep.json").read_text())
     model_a, model_b = LinearClassifier.load(straight / "best_model.pt"), LinearClassifier.load(resumed / "best_model.pt")
     assert torch.equal(model_a.weight, model_b.weight) and model_a.info == model_b.info
+
+
+@pytest.mark.slow
+def test_validate_keeps_what_halving_recorded_and_remeasures_the_rest(cifar10_dir, tmp_path, capsys):
+    run = fit_search(cifar10_dir, tmp_path)  # 9 configs, validations at 20, 40, 60: 9 -> 3 -> 1
+    fit_title, fit_rows = table_rows(capsys.readouterr().out)
+    main(["validate", "--config", str(REPO / "configs" / "softmax_search.yaml"), *SEARCH, "--model.halving_factor", "3",
+          "--ckpt_path", "last", *cli_args(cifar10_dir, tmp_path)])  # fmt: skip
+    title, rows = table_rows(capsys.readouterr().out)
+    assert title == fit_title == "softmax sweep: 9 configs after 60 steps"
+    sweep = json.loads((run / "sweep.json").read_text())
+    for row, fit_row, config in zip(rows, fit_rows, sweep["configs"]):
+        if config["status"] == "stopped":  # left W at a halving: its recorded results, loss included
+            assert row == fit_row and row[5:8] == ["stopped", "at", str(config["stopped_at"])]
+        else:  # the survivor, measured again
+            assert row[:4] + row[5:] == fit_row[:4] + fit_row[5:] and row[4] == "-"
+    assert sum(row[-2:] == ["<-", "best"] for row in rows) == 1
 
 
 @pytest.mark.slow
