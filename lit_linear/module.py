@@ -351,7 +351,7 @@ class LinearClassifierModule(pl.LightningModule):
     def _grid_scores(self, images: Tensor) -> Tensor:
         X = self._features(images)  # (n, D)
         D, K, C = self.W.shape
-        return (X @ self.W.view(D, K * C)).view(-1, K, C)  # (n, K, C)
+        return (X @ self.W.view(D, K * C)).view(X.shape[0], K, C)  # (n, K, C); K may be 0 on a rank (model.split configs)
 
     def validation_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         preds = self._grid_scores(batch.images).argmax(dim=2)  # (n, K)

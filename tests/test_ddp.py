@@ -154,3 +154,66 @@ def test_test_and_predict_under_ddp_equal_one_device(cifar10_dir, tmp_path):
         outputs[name] = (re.search(r"test/acc\s*│?\s*([0-9.]+)", test.stdout).group(1), (run / "predictions.csv").read_text())
     assert outputs["one"] == outputs["two"]
     assert outputs["one"][1].count("\n") == 61
+
+
+SEARCH = ["--model.lr", "{low: 0.01, high: 0.2}", "--model.reg", "[0.0, 0.01]", "--model.num_configs", "7",
+          "--model.halving_factor", "2", "--last_checkpoint.every_n_train_steps", "20"]  # fmt: skip
+DEVICES = {1: [], 2: [*TWO, "--model.split", "configs"]}
+
+
+@pytest.mark.parametrize(("before", "after"), [(2, 1), (1, 2)], ids=["2 -> 1 process", "1 -> 2 processes"])
+def test_a_fit_checkpointed_on_n_processes_resumes_on_m_as_a_straight_fit_on_m(cifar10_dir, tmp_path, before, after):
+    """The checkpoint holds the whole sweep in config order, whatever the process count that wrote it.
+
+    Halved at 20 and 40 (7 -> 4 -> 2 configs; the halving at 40, the first fit's last validation,
+    is done by the resumed fit), then at 60 to 1 config: one of two processes is left with none."""
+    straight = run_cli("fit", *SEARCH, *cli_args(cifar10_dir, tmp_path / "straight", *DEVICES[after], steps=80), timeout=600)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    first = run_cli("fit", *SEARCH, *cli_args(cifar10_dir, tmp_path / "resumed", *DEVICES[before], steps=40), timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    second = run_cli(
+        "fit", *SEARCH, "--ckpt_path", "last", *cli_args(cifar10_dir, tmp_path / "resumed", *DEVICES[after], steps=80), timeout=600
+    )  # fmt: skip
+    assert second.returncode == 0, second.stderr[-3000:]
+
+    a = torch.load(tmp_path / "straight/lightning_logs/version_0/checkpoints/last.ckpt", weights_only=True)
+    b = torch.load(tmp_path / "resumed/lightning_logs/version_1/checkpoints/last.ckpt", weights_only=True)
+    assert a["global_step"] == b["global_step"] == 80
+    assert torch.equal(a["state_dict"]["columns"], b["state_dict"]["columns"]) and a["state_dict"]["columns"].numel() == 1
+    assert torch.allclose(a["state_dict"]["W"], b["state_dict"]["W"], rtol=1e-5, atol=1e-7)
+    assert_same_sweep(sweep_json(tmp_path / "straight"), sweep_json(tmp_path / "resumed", version=1))
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_nodes_launched_by_torchrun_equal_one_device(cifar10_dir, tmp_path):
+    """2 nodes x 1 process on this machine, each started by torchrun as on a cluster without SLURM."""
+    import os
+    import subprocess
+    import sys
+
+    grid = ["--model.lr", "[0.01, 0.05, 0.1]", "--model.reg", "[0.0, 0.01]"]
+    one = run_cli("fit", *grid, *cli_args(cifar10_dir, tmp_path / "one"))
+    assert one.returncode == 0, one.stderr[-3000:]
+    port = free_port()
+    nodes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1", "--node_rank", str(rank),
+             "--master_addr", "127.0.0.1", "--master_port", str(port), str(REPO / "train.py"), "fit", *grid,
+             *cli_args(cifar10_dir, tmp_path / "two", "--trainer.num_nodes", "2")],
+            cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for rank in (0, 1)
+    ]  # fmt: skip
+    outputs = [node.communicate(timeout=600) for node in nodes]
+    for node, (_, stderr) in zip(nodes, outputs):
+        assert node.returncode == 0, stderr[-3000:]
+    assert "sweep: 6 configs" in outputs[0][0]
+    assert torch.allclose(last_w(tmp_path / "two"), last_w(tmp_path / "one"), rtol=1e-5, atol=1e-7)
+    assert_same_sweep(sweep_json(tmp_path / "one"), sweep_json(tmp_path / "two"))
