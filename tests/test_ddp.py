@@ -10,6 +10,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from conftest import REPO, cli_args, run_cli
 
+from lit_linear import LinearClassifier
 from lit_linear.sweep import config_name
 
 pytestmark = pytest.mark.slow
@@ -121,6 +122,12 @@ def test_split_by_configs_equals_one_device_with_no_traffic_while_training(cifar
     for key, value in ckpt_one["optimizer_states"][0]["state"][0].items():
         assert torch.equal(value, ckpt_two["optimizer_states"][0]["state"][0][key]), key
     assert_same_sweep(sweep_json(tmp_path / "one"), sweep)
+    model_one, model_two = (LinearClassifier.load(r / "lightning_logs/version_0/best_model.pt")
+                            for r in (tmp_path / "one", tmp_path / "two"))  # fmt: skip
+    assert torch.allclose(model_one.weight, model_two.weight, rtol=1e-5, atol=1e-7)
+    assert model_one.info.keys() == model_two.info.keys()
+    for key, value in model_one.info.items():
+        assert value == (pytest.approx(model_two.info[key]) if isinstance(value, float) else model_two.info[key]), key
 
     # Every config's TensorBoard run: the same curves, and its templates at the end.
     for config in sweep["configs"]:
