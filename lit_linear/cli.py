@@ -29,6 +29,7 @@ from lit_linear.errors import ConfigError, LitLinearError
 from lit_linear.module import LinearClassifierModule
 from lit_linear.predictions import PredictionWriter
 from lit_linear.runs import find_matching_checkpoint
+from lit_linear.shards import resolve_split
 from lit_linear.steps import check_fit_settings
 
 
@@ -75,6 +76,7 @@ class LinearCLI(LightningCLI):
 
     def before_fit(self) -> None:
         check_fit_settings(self.trainer)  # before any data is read
+        resolve_split(self.model.hparams.split, self.model.num_configs, self.trainer.world_size)
         self.model.uses_cuda_graph(self.trainer.strategy.root_device, self.trainer.world_size)
         self._prepare_checkpoint()
 

@@ -261,6 +261,11 @@ class CIFARDataModule(pl.LightningDataModule):
         # SGD steps per Lightning training batch: not an option, set by LinearClassifierModule when
         # a fit starts (lit_linear.steps); the minibatches and the result do not depend on it.
         self.steps_per_batch = 1
+        # Under DDP, whether each rank takes its share of every minibatch and of the validation
+        # splits (model.split minibatch), or all of them (configs: the ranks split the configs
+        # instead). Not an option: set by LinearClassifierModule for each stage. Test and predict
+        # always shard their rows (they score the best config only).
+        self.shard_rows = True
         self._class_names = list(self.spec.class_names)
         self.train_images = self.train_labels = self.val_images = self.val_labels = None
         self.train_eval_images = self.train_eval_labels = None
@@ -357,13 +362,13 @@ class CIFARDataModule(pl.LightningDataModule):
             self.train_eval_labels = self.train_labels.index_select(0, rows.to(device))
 
     # --- loaders -------------------------------------------------------------------------------
-    def _rank(self) -> tuple[int, int]:
-        if self.trainer is None:
+    def _rank(self, shard_rows: bool = True) -> tuple[int, int]:
+        if self.trainer is None or not shard_rows:
             return 0, 1
         return self.trainer.global_rank, self.trainer.world_size
 
-    def _eval(self, images: Tensor, labels: Tensor) -> EvalBatches:
-        return EvalBatches(images, labels, self.hparams.eval_batch_size, *self._rank())
+    def _eval(self, images: Tensor, labels: Tensor, shard_rows: bool = True) -> EvalBatches:
+        return EvalBatches(images, labels, self.hparams.eval_batch_size, *self._rank(shard_rows))
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
         # Every split already lives on the training device: skip Lightning's generic walk over
@@ -375,7 +380,7 @@ class CIFARDataModule(pl.LightningDataModule):
         return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
     def train_dataloader(self) -> TrainBatches:
-        rank, world_size = self._rank()
+        rank, world_size = self._rank(self.shard_rows)
         trainer = self.trainer
         max_steps = trainer.max_steps if trainer is not None else -1
         if trainer is not None:
@@ -401,8 +406,8 @@ class CIFARDataModule(pl.LightningDataModule):
         ``max_size`` still applies ``limit_val_batches`` to each split.
         """
         splits = {
-            "train": self._eval(self.train_eval_images, self.train_eval_labels),
-            "val": self._eval(self.val_images, self.val_labels),
+            "train": self._eval(self.train_eval_images, self.train_eval_labels, self.shard_rows),
+            "val": self._eval(self.val_images, self.val_labels, self.shard_rows),
         }
         return CombinedLoader(splits, mode="max_size")
 

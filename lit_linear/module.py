@@ -37,6 +37,7 @@ from lit_linear.losses import SCORES_GRAD, grid_loss_factored
 from lit_linear.metrics import GridAccuracy
 from lit_linear.optim import GridSGD
 from lit_linear.progress import StepProgressBar
+from lit_linear.shards import ConfigShards, Split, resolve_split
 from lit_linear.steps import BATCH_COUNTED, check_fit_settings, step_counts, steps_per_batch
 from lit_linear.sweep import ConfigResult, SweepResult, as_axis, sweep_configs
 
@@ -88,6 +89,11 @@ class LinearClassifierModule(pl.LightningModule):
         cuda_graph: on one CUDA device, record the training step in CUDA graphs and replay them,
             so that Python and kernel launches do not set the pace. Off by default until a GPU run
             has measured it; a step that cannot be recorded runs eagerly, with a warning.
+        split: how several processes (DDP) share the sweep: ``configs``, each trains its share of
+            the configs on every whole minibatch, with no traffic between steps; ``minibatch``,
+            each holds every config and takes a share of each minibatch, the gradient averaged
+            across processes at every step; ``auto``: ``configs`` when there are at least as many
+            configs as processes, else ``minibatch``. The result is the same (:mod:`lit_linear.shards`).
     """
 
     def __init__(
@@ -105,6 +111,7 @@ class LinearClassifierModule(pl.LightningModule):
         class_names: list[str] | None = None,
         compile: bool = False,
         cuda_graph: bool = False,
+        split: Split = "auto",
     ) -> None:
         super().__init__()
         if loss not in SCORES_GRAD:
@@ -119,6 +126,7 @@ class LinearClassifierModule(pl.LightningModule):
                 raise ConfigError(f"model.halving_factor must be a finite number > 1 (e.g. 3), got {halving_factor!r}")
             if len(configs) < 2:
                 raise ConfigError("model.halving_factor needs a sweep of at least 2 configs to choose from; this one has 1")
+        resolve_split(split, len(configs), 1)  # the value; the process count is checked when a fit starts
         if not (math.isfinite(weight_scale) and weight_scale >= 0):
             raise ConfigError(f"model.weight_scale must be a finite number >= 0, got {weight_scale!r}")
         if not (math.isfinite(lr_decay) and 0 < lr_decay <= 1):
@@ -151,6 +159,8 @@ class LinearClassifierModule(pl.LightningModule):
         self.val_acc = GridAccuracy(K)
         self.test_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
         self.results: SweepResult | None = None
+        self.shards = ConfigShards()  # the processes' share of the configs, set for each stage (setup)
+        self._best_weights: Tensor | None = None  # W_best of the last validation, when another rank trains it
         self.stopped: dict[int, ConfigResult] = {}  # configs that left W: their last results
         self._pending_halving: dict[int, ConfigResult] | None = None  # the last validation's results, not yet halved
         self.steps_per_batch = 1  # SGD steps per Lightning batch, chosen when a fit starts (lit_linear.steps)
@@ -168,6 +178,11 @@ class LinearClassifierModule(pl.LightningModule):
     # --- setup -------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
         datamodule = self.trainer.datamodule
+        # Only a fit splits the configs: validate, test and predict score the whole grid on row shards.
+        split = resolve_split(self.hparams.split, self.num_configs, self.trainer.world_size) if stage == "fit" else "minibatch"
+        self.shards = ConfigShards(split, self.trainer.strategy)
+        if isinstance(datamodule, CIFARDataModule):
+            datamodule.shard_rows = not self.shards.splits_configs
         if stage == "fit":
             check_fit_settings(self.trainer)
             # The mean of this run's training split; test and predict keep the checkpoint's.
@@ -235,6 +250,8 @@ class LinearClassifierModule(pl.LightningModule):
         )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.shards.sharded:  # the whole sweep, as one device saves it: it resumes on any number of processes
+            self.shards.write_whole(self, checkpoint)
         checkpoint["steps_per_batch"] = self.steps_per_batch
         checkpoint["stopped_configs"] = _saved_results(self.stopped)
         if self._pending_halving is not None:
@@ -252,7 +269,7 @@ class LinearClassifierModule(pl.LightningModule):
         if columns is not None and not torch.equal(columns.cpu(), self.columns.cpu()):
             D, _, C = self.W.shape
             n = columns.numel()
-            self._set_columns(columns.to(self.columns.device).clone(), self.W.detach().new_empty(D, n, C),
+            self.set_columns(columns.to(self.columns.device).clone(), self.W.detach().new_empty(D, n, C),
                               self.loss_sum.new_zeros(n))  # fmt: skip
         self.stopped = _results_by_config(checkpoint.get("stopped_configs", []))
         pending = checkpoint.get("pending_halving")
@@ -317,7 +334,7 @@ class LinearClassifierModule(pl.LightningModule):
             out = self._x_buffer if self._data_term is data_term else None
             loss, X, dscores = self._data_term(self.hparams.loss, self.W, split, rows, labels, self.pixel_mean, out)
             self._x_buffer = X
-            if strategy.world_size == 1:
+            if not self.shards.splits_minibatch:
                 return loss, X, dscores  # GridSGD adds X.T @ dscores into W in one product
             # DDP only averages gradients that autograd produced; this one is formed and averaged by
             # hand so that every rank applies the same update.
@@ -337,7 +354,7 @@ class LinearClassifierModule(pl.LightningModule):
     def _grid_scores(self, images: Tensor) -> Tensor:
         X = self._features(images)  # (n, D)
         D, K, C = self.W.shape
-        return (X @ self.W.view(D, K * C)).view(-1, K, C)  # (n, K, C)
+        return (X @ self.W.view(D, K * C)).view(X.shape[0], K, C)  # (n, K, C); K may be 0 on a rank (model.split configs)
 
     def validation_step(self, batch: dict[str, Batch | None], batch_idx: int) -> None:
         """A chunk of the training sample and one of the validation split (None once it is done)."""
@@ -359,8 +376,8 @@ class LinearClassifierModule(pl.LightningModule):
         step, frozen = self._weights_state()
         if frozen is not None:
             diverged |= frozen.to(diverged.device)
-        # None: no training step since the last validation (validate takes none), so no loss to report.
-        train_loss = (self.loss_sum / self.loss_steps).tolist() if self.loss_steps > 0 else [None] * self.num_configs
+        # NaN: no training step since the last validation (validate takes none), so no loss to report.
+        train_loss = self.loss_sum / self.loss_steps if self.loss_steps > 0 else torch.full_like(self.loss_sum, math.nan)
         # Only a validation on the interval starts the next mean and halves: one that a graceful stop
         # (Ctrl-C) or an off-interval max_steps adds is for the user, and a fit resumed from it goes
         # on exactly as the uninterrupted fit does.
@@ -368,8 +385,14 @@ class LinearClassifierModule(pl.LightningModule):
         if on_interval:
             self.loss_sum.zero_()
             self.loss_steps.zero_()
+        # Under model.split configs each rank measured its own configs: the sweep is ranked as a whole.
+        stats = torch.stack([train_acc, val_acc, train_loss.double(), diverged.double()], dim=1)  # (K_live, 4)
+        columns, stats = self.shards.gather(self.columns, stats)
+        train_acc, val_acc, train_loss, diverged = stats.unbind(dim=1)
+        train_loss = [None if math.isnan(tl) else tl for tl in train_loss.tolist()]  # None: not measured
+        diverged = diverged.bool()
 
-        columns = self.columns.tolist()
+        columns = columns.tolist()
         live = {
             k: ConfigResult(*self.configs[k], float(ta), float(va), tl, "diverged" if bad else "ok")
             for k, ta, va, tl, bad in zip(columns, train_acc.tolist(), val_acc.tolist(), train_loss, diverged.tolist())
@@ -383,6 +406,8 @@ class LinearClassifierModule(pl.LightningModule):
                 self._halve(live)
             else:  # the last validation of this fit; a fit resumed from here halves first (on_train_start)
                 self._pending_halving = dict(live)
+        if self.shards.sharded and best >= 0:  # for SweepTensorBoard's templates of the best config, on rank 0
+            self._best_weights = self.shards.column_of(best, self.columns, self.W)
         results = tuple(live.get(k) or self.stopped[k] for k in range(self.num_configs))
         self.results = SweepResult(self.hparams.loss, step, results, best if best >= 0 else None)
         top = self.results.best
@@ -425,6 +450,12 @@ class LinearClassifierModule(pl.LightningModule):
             self._halve(self._pending_halving)
         self._pending_halving = None
         self._loaded = None  # the weights move on from the checkpoint's step
+        if self.shards.splits_configs:
+            self.shards.shard(self)
+
+    def on_train_end(self) -> None:
+        if self.shards.sharded:  # the whole sweep on every rank again: best model, templates, a later test
+            self.shards.unshard(self)
 
     def _halve(self, live: dict[int, ConfigResult]) -> None:
         """Keep the best ``ceil(n / halving_factor)`` of the n configs still training (val accuracy,
@@ -439,23 +470,38 @@ class LinearClassifierModule(pl.LightningModule):
                 if result.status == "ok":
                     result = dataclasses.replace(result, status="stopped", stopped_at=self.global_step)
                 live[k] = self.stopped[k] = result
+        resharding = self.shards.sharded  # the survivors are dealt out to the ranks afresh
+        if resharding:
+            self.shards.unshard(self)
         positions = torch.tensor([j for j, k in enumerate(self.columns.tolist()) if k in keep], device=self.W.device)
-        self._set_columns(self.columns[positions], self.W.detach().index_select(1, positions), self.loss_sum[positions])
+        self.keep_columns(positions)
+        if resharding:
+            self.shards.shard(self)
+
+    def keep_columns(self, positions: Tensor) -> None:
+        """Keep only the columns ``positions (K',)`` of W, with their per-config state and GridSGD's."""
+        self.set_columns(self.columns[positions], self.W.detach().index_select(1, positions), self.loss_sum[positions])
         self.optimizers(use_pl_optimizer=False).keep(positions, self.W)
 
-    def _set_columns(self, columns: Tensor, W: Tensor, loss_sum: Tensor) -> None:
+    def set_columns(self, columns: Tensor, W: Tensor, loss_sum: Tensor) -> None:
         """Make ``columns (K_live,)`` the configs of W: ``W (D, K_live, C)`` and the per-config state with them."""
         self.columns = columns
         # requires_grad only because DDP refuses a module without a trainable parameter.
         self.W = nn.Parameter(W.contiguous())
         self.loss_sum = loss_sum
-        self.train_acc = GridAccuracy(columns.numel()).to(W.device)
-        self.val_acc = GridAccuracy(columns.numel()).to(W.device)
+        # Split by configs, each rank measures its own configs on every row: nothing to sum across ranks.
+        sync = not self.shards.sharded
+        self.train_acc = GridAccuracy(columns.numel(), sync_on_compute=sync).to(W.device)
+        self.val_acc = GridAccuracy(columns.numel(), sync_on_compute=sync).to(W.device)
 
     def weights_of(self, k: int) -> Tensor | None:
-        """``W_k (D, C)`` of config ``k``, or None once it has left W (stopped by halving)."""
+        """``W_k (D, C)`` of config ``k``, or None once it has left W (stopped by halving). While a fit is
+        split by configs, a config another rank trains is None, but for the best one: its weights at
+        the last validation."""
         columns = self.columns.tolist()
-        return self.W[:, columns.index(k), :] if k in columns else None
+        if k in columns:
+            return self.W[:, columns.index(k), :]
+        return self._best_weights if self.shards.sharded and k == int(self.best_index) else None
 
     # --- results -------------------------------------------------------------------------------
     def _best(self) -> int:

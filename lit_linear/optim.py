@@ -107,6 +107,9 @@ class GridSGD(torch.optim.Optimizer):
         if p.grad is None and factors is None:
             return None
         state = self._state(p, group)
+        if p.shape[1] == 0:  # a rank left without configs (model.split configs) keeps the shared step count
+            state["step"].add_(1)
+            return data_loss
         X, dscores = factors if factors is not None else (None, None)
         grad = p.grad if factors is None else None
         return self._update(p, state["step"], state["lr"], state["reg"], state["live"], group["lr_decay"],
@@ -122,6 +125,16 @@ class GridSGD(torch.optim.Optimizer):
         group["lr"] = [group["lr"][i] for i in cpu]
         group["reg"] = [group["reg"][i] for i in cpu]
         self.state[param] = {"step": state["step"], **{key: state[key][positions] for key in ("lr", "reg", "live")}}
+
+    def regrid(self, param: Tensor, lr: Sequence[float], reg: Sequence[float], live: Tensor) -> None:
+        """Train the configs of another grid tensor ``param (D, K', C)`` from now on: their base learning
+        rates and L2 strengths, and ``live (K',)``; the step count carries over (configs moved between ranks)."""
+        p, group = self._grid()
+        step = self.state.pop(p)["step"]
+        group["params"], group["lr"], group["reg"] = [param], [float(v) for v in lr], [float(v) for v in reg]
+        self.state[param] = {"step": step, "live": live.to(param.dtype)}
+        self.state[param]["lr"] = torch.tensor(group["lr"], dtype=param.dtype, device=param.device)
+        self.state[param]["reg"] = torch.tensor(group["reg"], dtype=param.dtype, device=param.device)
 
     def diverged(self) -> Tensor | None:
         """``(K,)`` bool: configs frozen because their loss turned non-finite (None before any step)."""

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
 from conftest import REPO, cli_args, run_cli, table_rows
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from lit_linear import LinearClassifier
+from lit_linear.sweep import config_name
 
 pytestmark = pytest.mark.slow
 
@@ -16,19 +21,47 @@ def last_w(root):
     return torch.load(ckpt, weights_only=True)["state_dict"]["W"]
 
 
+TWO = ["--trainer.devices", "2", "--trainer.strategy", "ddp"]
+PROBES = {"PYTHONPATH": str(REPO / "tests")}
+
+
+def probes(out_dir):
+    """CLI arguments adding tests/ddp_probe.py's RankProbe and CollectiveCounter, writing into ``out_dir``."""
+    return ["--trainer.callbacks+=ddp_probe.RankProbe", f"--trainer.callbacks.out_dir={out_dir}",
+            "--trainer.callbacks+=ddp_probe.CollectiveCounter", f"--trainer.callbacks.out_dir={out_dir}"]  # fmt: skip
+
+
+def collectives(out_dir, rank):
+    return json.loads((out_dir / f"collectives_rank{rank}.json").read_text())
+
+
+def sweep_json(root, version=0):
+    return json.loads((root / "lightning_logs" / f"version_{version}" / "sweep.json").read_text())
+
+
+def assert_same_sweep(a, b):
+    """Two sweep.json: the same configs, statuses, accuracies and best config."""
+    assert a["best"] == pytest.approx(b["best"])
+    for x, y in zip(a["configs"], b["configs"], strict=True):
+        assert (x["lr"], x["reg"], x["status"], x["stopped_at"]) == (y["lr"], y["reg"], y["status"], y["stopped_at"])
+        assert (x["train_acc"], x["val_acc"]) == pytest.approx((y["train_acc"], y["val_acc"]), abs=1e-9)
+        assert x["train_loss"] == pytest.approx(y["train_loss"], rel=1e-5)
+
+
 def test_two_ddp_processes_equal_one_device(cifar10_dir, tmp_path):
-    """A search with successive halving: every rank draws the same configs and keeps the same ones."""
+    """Split by minibatch, a search with successive halving: every rank draws the same configs and
+    keeps the same ones, and the gradient is averaged across them at every step."""
     grid = ["--model.lr", "{low: 0.01, high: 0.2}", "--model.reg", "[0.0, 0.01]", "--model.num_configs", "6",
             "--model.halving_factor", "2"]  # fmt: skip
-    probe = ["--trainer.callbacks+=ddp_probe.RankProbe", f"--trainer.callbacks.out_dir={tmp_path / 'ranks'}"]
-    env = {"PYTHONPATH": str(REPO / "tests")}
     one = run_cli("fit", *grid, *cli_args(cifar10_dir, tmp_path / "one"))
     assert one.returncode == 0, one.stderr[-3000:]
     two = run_cli(
-        "fit", *grid, *cli_args(cifar10_dir, tmp_path / "two", "--trainer.devices", "2", "--trainer.strategy", "ddp"),
-        *probe, env=env, timeout=600,
+        "fit", *grid, *cli_args(cifar10_dir, tmp_path / "two", *TWO, "--model.split", "minibatch"),
+        *probes(tmp_path / "ranks"), env=PROBES, timeout=600,
     )  # fmt: skip
     assert two.returncode == 0, two.stderr[-3000:]
+    # Two all-reduces per SGD step (the gradient and the loss): what model.split configs does without.
+    assert collectives(tmp_path / "ranks", 0)["calls"]["c10d::allreduce_"] == 2 * 40
 
     # Every rank holds the same W: the hand-computed gradient was averaged across ranks.
     rank0, rank1 = (torch.load(tmp_path / "ranks" / f"W_rank{r}.pt", weights_only=True) for r in (0, 1))
@@ -39,12 +72,75 @@ def test_two_ddp_processes_equal_one_device(cifar10_dir, tmp_path):
     w_one, w_two = last_w(tmp_path / "one"), last_w(tmp_path / "two")
     assert torch.equal(w_two, rank0)
     assert torch.allclose(w_two, w_one, rtol=1e-5, atol=1e-7)
-    sweep_one, sweep_two = (json.loads(next(r.glob("lightning_logs/version_0/sweep.json")).read_text())
+    assert_same_sweep(sweep_json(tmp_path / "one"), sweep_json(tmp_path / "two"))
+
+
+@pytest.mark.parametrize(
+    "grid",
+    [
+        ["--model.lr", "[0.01, 0.05, 0.1]", "--model.reg", "[0.0, 0.01]"],
+        ["--model.lr", "{low: 0.01, high: 0.2}", "--model.reg", "[0.0, 0.01]", "--model.num_configs", "7",
+         "--model.halving_factor", "2"],
+    ],
+    ids=["grid of 6", "search of 7 halved"],
+)  # fmt: skip
+def test_split_by_configs_equals_one_device_with_no_traffic_while_training(cifar10_dir, tmp_path, grid):
+    """Each rank trains its own configs on whole minibatches, with no collective in any training
+    batch; the sweep (results, best config, checkpoint, TensorBoard runs) is the one device's."""
+    tensorboard = ["--trainer.callbacks+=lit_linear.SweepTensorBoard"]
+    one = run_cli("fit", *grid, *cli_args(cifar10_dir, tmp_path / "one", *tensorboard, steps=60))
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = run_cli(
+        "fit", *grid, *cli_args(cifar10_dir, tmp_path / "two", *TWO, *tensorboard, "--model.split", "configs", steps=60),
+        *probes(tmp_path / "ranks"), env=PROBES, timeout=600,
+    )  # fmt: skip
+    assert two.returncode == 0, two.stderr[-3000:]
+
+    for rank in (0, 1):
+        counted = collectives(tmp_path / "ranks", rank)
+        assert counted == {"steps": 60, "calls": {}}, f"rank {rank} ran collectives while training: {counted}"
+    # Each rank held only its share of the configs live at each step: together all of them, neither more than half.
+    sweep = sweep_json(tmp_path / "two")
+
+    def live_at(step):
+        return sum(1 for c in sweep["configs"] if not (c["status"] == "stopped" and c["stopped_at"] < step))
+
+    shapes = [json.loads((tmp_path / "ranks" / f"shapes_rank{r}.json").read_text()) for r in (0, 1)]
+    for (step, shape0), (_, shape1) in zip(*shapes, strict=True):
+        assert shape0[1] + shape1[1] == live_at(step) and max(shape0[1], shape1[1]) <= math.ceil(live_at(step) / 2)
+
+    # The whole grid again at the end, on both ranks, and in the checkpoint as one device writes it.
+    rank0, rank1 = (torch.load(tmp_path / "ranks" / f"W_rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert torch.equal(rank0, rank1)
+    w_one, w_two = last_w(tmp_path / "one"), last_w(tmp_path / "two")
+    assert w_two.shape == w_one.shape and torch.equal(w_two, rank0)
+    assert torch.allclose(w_two, w_one, rtol=1e-5, atol=1e-7)
+    ckpt_one, ckpt_two = (torch.load(r / "lightning_logs/version_0/checkpoints/last.ckpt", weights_only=True)
+                          for r in (tmp_path / "one", tmp_path / "two"))  # fmt: skip
+    assert torch.equal(ckpt_one["state_dict"]["columns"], ckpt_two["state_dict"]["columns"])
+    assert ckpt_one["optimizer_states"][0]["param_groups"] == ckpt_two["optimizer_states"][0]["param_groups"]
+    for key, value in ckpt_one["optimizer_states"][0]["state"][0].items():
+        assert torch.equal(value, ckpt_two["optimizer_states"][0]["state"][0][key]), key
+    assert_same_sweep(sweep_json(tmp_path / "one"), sweep)
+    model_one, model_two = (LinearClassifier.load(r / "lightning_logs/version_0/best_model.pt")
                             for r in (tmp_path / "one", tmp_path / "two"))  # fmt: skip
-    assert sweep_two["best"] == pytest.approx(sweep_one["best"])
-    for a, b in zip(sweep_one["configs"], sweep_two["configs"]):
-        assert (a["lr"], a["reg"], a["status"], a["stopped_at"]) == (b["lr"], b["reg"], b["status"], b["stopped_at"])
-        assert (a["train_acc"], a["val_acc"]) == pytest.approx((b["train_acc"], b["val_acc"]), abs=1e-9)
+    assert torch.allclose(model_one.weight, model_two.weight, rtol=1e-5, atol=1e-7)
+    assert model_one.info.keys() == model_two.info.keys()
+    for key, value in model_one.info.items():
+        assert value == (pytest.approx(model_two.info[key]) if isinstance(value, float) else model_two.info[key]), key
+
+    # Every config's TensorBoard run: the same curves, and its templates at the end.
+    for config in sweep["configs"]:
+        runs = []
+        for root in (tmp_path / "one", tmp_path / "two"):
+            run = root / "lightning_logs" / "version_0" / config_name(config["lr"], config["reg"])
+            accumulator = EventAccumulator(str(run), size_guidance={"scalars": 0, "images": 0})
+            accumulator.Reload()
+            runs.append(accumulator)
+        curves = [[(e.step, e.value) for e in a.Scalars("acc/val")] for a in runs]
+        assert curves[0] == curves[1]
+        assert ("templates" in runs[0].Tags()["images"]) == ("templates" in runs[1].Tags()["images"])
+        assert ("templates" in runs[1].Tags()["images"]) == (config["status"] == "ok")
 
 
 def test_test_and_predict_under_ddp_equal_one_device(cifar10_dir, tmp_path):
@@ -84,3 +180,66 @@ def test_validate_under_ddp_equals_one_device(cifar10_dir, tmp_path):
     title, rows, metrics = printed["one"]
     assert title == "softmax sweep: 6 configs after 40 steps"
     assert sum(row[5] == "stopped" for row in rows) == 3, "halved at step 20: 6 -> 3, recorded in the checkpoint"
+
+
+SEARCH = ["--model.lr", "{low: 0.01, high: 0.2}", "--model.reg", "[0.0, 0.01]", "--model.num_configs", "7",
+          "--model.halving_factor", "2", "--last_checkpoint.every_n_train_steps", "20"]  # fmt: skip
+DEVICES = {1: [], 2: [*TWO, "--model.split", "configs"]}
+
+
+@pytest.mark.parametrize(("before", "after"), [(2, 1), (1, 2)], ids=["2 -> 1 process", "1 -> 2 processes"])
+def test_a_fit_checkpointed_on_n_processes_resumes_on_m_as_a_straight_fit_on_m(cifar10_dir, tmp_path, before, after):
+    """The checkpoint holds the whole sweep in config order, whatever the process count that wrote it.
+
+    Halved at 20 and 40 (7 -> 4 -> 2 configs; the halving at 40, the first fit's last validation,
+    is done by the resumed fit), then at 60 to 1 config: one of two processes is left with none."""
+    straight = run_cli("fit", *SEARCH, *cli_args(cifar10_dir, tmp_path / "straight", *DEVICES[after], steps=80), timeout=600)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    first = run_cli("fit", *SEARCH, *cli_args(cifar10_dir, tmp_path / "resumed", *DEVICES[before], steps=40), timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    second = run_cli(
+        "fit", *SEARCH, "--ckpt_path", "last", *cli_args(cifar10_dir, tmp_path / "resumed", *DEVICES[after], steps=80), timeout=600
+    )  # fmt: skip
+    assert second.returncode == 0, second.stderr[-3000:]
+
+    a = torch.load(tmp_path / "straight/lightning_logs/version_0/checkpoints/last.ckpt", weights_only=True)
+    b = torch.load(tmp_path / "resumed/lightning_logs/version_1/checkpoints/last.ckpt", weights_only=True)
+    assert a["global_step"] == b["global_step"] == 80
+    assert torch.equal(a["state_dict"]["columns"], b["state_dict"]["columns"]) and a["state_dict"]["columns"].numel() == 1
+    assert torch.allclose(a["state_dict"]["W"], b["state_dict"]["W"], rtol=1e-5, atol=1e-7)
+    assert_same_sweep(sweep_json(tmp_path / "straight"), sweep_json(tmp_path / "resumed", version=1))
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_nodes_launched_by_torchrun_equal_one_device(cifar10_dir, tmp_path):
+    """2 nodes x 1 process on this machine, each started by torchrun as on a cluster without SLURM."""
+    import os
+    import subprocess
+    import sys
+
+    grid = ["--model.lr", "[0.01, 0.05, 0.1]", "--model.reg", "[0.0, 0.01]"]
+    one = run_cli("fit", *grid, *cli_args(cifar10_dir, tmp_path / "one"))
+    assert one.returncode == 0, one.stderr[-3000:]
+    port = free_port()
+    nodes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1", "--node_rank", str(rank),
+             "--master_addr", "127.0.0.1", "--master_port", str(port), str(REPO / "train.py"), "fit", *grid,
+             *cli_args(cifar10_dir, tmp_path / "two", "--trainer.num_nodes", "2")],
+            cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for rank in (0, 1)
+    ]  # fmt: skip
+    outputs = [node.communicate(timeout=600) for node in nodes]
+    for node, (_, stderr) in zip(nodes, outputs):
+        assert node.returncode == 0, stderr[-3000:]
+    assert "sweep: 6 configs" in outputs[0][0]
+    assert torch.allclose(last_w(tmp_path / "two"), last_w(tmp_path / "one"), rtol=1e-5, atol=1e-7)
+    assert_same_sweep(sweep_json(tmp_path / "one"), sweep_json(tmp_path / "two"))
