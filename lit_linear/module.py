@@ -461,7 +461,8 @@ class LinearClassifierModule(pl.LightningModule):
         """Keep the best ``ceil(n / halving_factor)`` of the n configs still training (val accuracy,
         then lower train loss); the others, and any that diverged, leave W with their last results."""
         training = [k for k, r in live.items() if r.status == "ok"]
-        ranked = sorted(training, key=lambda k: (-live[k].val_acc, live[k].train_loss, k))
+        unmeasured = math.inf  # a train loss of None (no step since the last validation) ranks last among ties
+        ranked = sorted(training, key=lambda k: (-live[k].val_acc, live[k].train_loss or unmeasured, k))
         keep = set(ranked[: math.ceil(len(training) / self.hparams.halving_factor)])
         if not keep or len(keep) == len(live):  # nothing left to choose from, or nothing to stop
             return
