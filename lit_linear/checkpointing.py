@@ -43,7 +43,8 @@ class BestCheckpoint(ModelCheckpoint):
 class LastCheckpoint(ModelCheckpoint):
     """Keeps ``last.ckpt`` up to date: every N steps, at the end of fit, and on Ctrl-C or a crash.
 
-    A fit resumed from it (``--ckpt_path last``) continues exactly: weights, optimizer step and
+    For a :class:`~lit_linear.module.LinearClassifierModule` fit, whose ``validates_at`` says which
+    steps a validation follows. A fit resumed from it (``--ckpt_path last``) continues exactly: weights, optimizer step and
     frozen configs, the loss accumulators, and the minibatch sampler's state are all in it.
 
     Ctrl-C in a single-process fit stops gracefully: the current batch of steps finishes, the configs are
@@ -87,10 +88,10 @@ class LastCheckpoint(ModelCheckpoint):
     # that batch as begun). When a validation follows the step, the save waits for it: Lightning
     # does not re-run the validation of the step a checkpoint was taken at, so a checkpoint taken
     # before it would resume with that validation's bookkeeping undone.
-    def on_train_batch_end(self, trainer: "pl.Trainer", *args: Any, **kwargs: Any) -> None:
+    def on_train_batch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", *args: Any, **kwargs: Any) -> None:
         self._in_step = False
         if trainer.global_step % self.every_n_train_steps == 0:
-            if _validates_after_this_batch(trainer):
+            if _validates_after_this_batch(trainer, pl_module):
                 self._pending = True
             else:
                 self._save_last_now(trainer)
@@ -142,13 +143,13 @@ class LastCheckpoint(ModelCheckpoint):
             self._previous_sigint = None
 
 
-def _validates_after_this_batch(trainer: "pl.Trainer") -> bool:
+def _validates_after_this_batch(trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> bool:
     """Whether Lightning validates once the current training batch ends (called from ``on_train_batch_end``).
 
-    As Lightning decides: on its interval of training batches, at ``max_steps``, or when asked to
-    stop (a stop asked later, by a Ctrl-C during this hook, adds a validation after an earlier save).
+    As Lightning decides: on the validation interval (the module's ``validates_at``, in SGD steps),
+    at ``max_steps``, or when asked to stop (a stop asked later, by a Ctrl-C during this hook, adds
+    a validation after an earlier save).
     """
     if trainer.should_stop or (trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps):
         return True
-    every = trainer.val_check_batch
-    return isinstance(every, int) and (trainer.fit_loop.epoch_loop.total_batch_idx + 1) % every == 0
+    return pl_module.validates_at(trainer.global_step)

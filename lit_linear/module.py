@@ -381,7 +381,7 @@ class LinearClassifierModule(pl.LightningModule):
         # Only a validation on the interval starts the next mean and halves: one that a graceful stop
         # (Ctrl-C) or an off-interval max_steps adds is for the user, and a fit resumed from it goes
         # on exactly as the uninterrupted fit does.
-        on_interval = self._on_validation_interval()
+        on_interval = self.validates_at(self.global_step)
         if on_interval:
             self.loss_sum.zero_()
             self.loss_steps.zero_()
@@ -434,13 +434,14 @@ class LinearClassifierModule(pl.LightningModule):
         if self.trainer.state.fn == "validate" and self.trainer.is_global_zero and self.results is not None:
             print(self.results.table(), flush=True)
 
-    def _on_validation_interval(self) -> bool:
-        """Whether this validation falls on ``val_check_interval`` (counted in SGD steps); outside a fit, always."""
+    def validates_at(self, step: int) -> bool:
+        """Whether ``val_check_interval`` (counted in SGD steps) schedules a validation at ``step``;
+        outside a fit, every validation counts as scheduled."""
         trainer = self.trainer
         interval = trainer.val_check_interval  # in Lightning batches of steps_per_batch steps while fitting
         if trainer.state.fn != "fit" or trainer.fast_dev_run or not isinstance(interval, int):
             return True
-        return self.global_step % (interval * self.steps_per_batch) == 0
+        return step % (interval * self.steps_per_batch) == 0
 
     # --- successive halving ---------------------------------------------------------------------
     def on_train_start(self) -> None:
@@ -461,8 +462,10 @@ class LinearClassifierModule(pl.LightningModule):
         """Keep the best ``ceil(n / halving_factor)`` of the n configs still training (val accuracy,
         then lower train loss); the others, and any that diverged, leave W with their last results."""
         training = [k for k, r in live.items() if r.status == "ok"]
-        unmeasured = math.inf  # a train loss of None (no step since the last validation) ranks last among ties
-        ranked = sorted(training, key=lambda k: (-live[k].val_acc, live[k].train_loss or unmeasured, k))
+        def loss(k: int) -> float:  # None (no step since the last validation) ranks last among equal accuracies
+            return math.inf if live[k].train_loss is None else live[k].train_loss
+
+        ranked = sorted(training, key=lambda k: (-live[k].val_acc, loss(k), k))
         keep = set(ranked[: math.ceil(len(training) / self.hparams.halving_factor)])
         if not keep or len(keep) == len(live):  # nothing left to choose from, or nothing to stop
             return

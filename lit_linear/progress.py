@@ -50,9 +50,9 @@ class StepProgressBar(TQDMProgressBar):
     def on_train_epoch_start(self, trainer: "pl.Trainer", *args: Any) -> None:
         pass  # one endless epoch (lit_linear.data.TrainBatches): the bar made at on_train_start counts the whole fit
 
-    def on_train_batch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", *args: Any) -> None:
+    def on_train_batch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", outputs: Any, batch: Any,
+                           batch_idx: int) -> None:  # fmt: skip
         bar = self.train_progress_bar
-        batch_idx = args[-1]
         last = trainer.global_step >= trainer.max_steps > 0
         if bar is not None and not bar.disable and (self._should_update(batch_idx + 1, -1) or last):
             bar.n = trainer.global_step
