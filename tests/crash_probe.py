@@ -6,9 +6,12 @@ Used from the command line (``PYTHONPATH=tests``), e.g.
 
 import json
 import os
+import shutil
 import signal as signals
 
 from lightning.pytorch.callbacks import Callback
+
+from lit_linear.checkpointing import LastCheckpoint
 
 
 class SignalAt(Callback):
@@ -44,3 +47,21 @@ class RowLog(Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps({"step": trainer.global_step, "rows": batch.index.tolist()}) + "\n")
+
+
+class CopyLastAt(Callback):
+    """Copies ``last.ckpt`` to ``path`` once it holds ``step`` (at the start of the next batch, on rank 0):
+    a mid-fit checkpoint as a crash right after that save would leave it.
+
+    Args:
+        step: the SGD step of the save to copy.
+        path: where the copy goes.
+    """
+
+    def __init__(self, step: int, path: str) -> None:
+        self.step, self.path = step, path
+
+    def on_train_batch_start(self, trainer, *args) -> None:
+        if trainer.global_step == self.step and trainer.is_global_zero:
+            (last,) = [cb for cb in trainer.callbacks if isinstance(cb, LastCheckpoint)]
+            shutil.copyfile(last.last_model_path, self.path)

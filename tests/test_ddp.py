@@ -210,6 +210,29 @@ def test_a_fit_checkpointed_on_n_processes_resumes_on_m_as_a_straight_fit_on_m(c
     assert_same_sweep(sweep_json(tmp_path / "straight"), sweep_json(tmp_path / "resumed", version=1))
 
 
+def test_a_mid_fit_checkpoint_of_two_processes_resumes_on_one(cifar10_dir, tmp_path):
+    """A checkpoint saved between two validations (step 30, after the halving at 20), as a crash
+    right after that save would leave it, written by two processes split by configs: resumed on one
+    process it ends as a straight fit on one does."""
+    every = ["--last_checkpoint.every_n_train_steps", "10"]
+    straight = run_cli("fit", *SEARCH, *cli_args(cifar10_dir, tmp_path / "straight", *every, steps=80), timeout=600)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    copy = tmp_path / "step30.ckpt"
+    probe = ["--trainer.callbacks+=crash_probe.CopyLastAt", "--trainer.callbacks.step=30", f"--trainer.callbacks.path={copy}"]
+    two = run_cli("fit", *SEARCH, *cli_args(cifar10_dir, tmp_path / "two", *DEVICES[2], *every, steps=80), *probe,
+                  env=PROBES, timeout=600)  # fmt: skip
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert torch.load(copy, weights_only=True)["global_step"] == 30
+    resumed = run_cli("fit", *SEARCH, "--ckpt_path", str(copy), *cli_args(cifar10_dir, tmp_path / "resumed", *every, steps=80),
+                      timeout=600)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a = torch.load(tmp_path / "straight/lightning_logs/version_0/checkpoints/last.ckpt", weights_only=True)
+    b = torch.load(tmp_path / "resumed/lightning_logs/version_0/checkpoints/last.ckpt", weights_only=True)
+    assert torch.equal(a["state_dict"]["columns"], b["state_dict"]["columns"])
+    assert torch.allclose(a["state_dict"]["W"], b["state_dict"]["W"], rtol=1e-5, atol=1e-7)
+    assert_same_sweep(sweep_json(tmp_path / "straight"), sweep_json(tmp_path / "resumed"))
+
+
 def free_port() -> int:
     import socket
 
@@ -228,18 +251,19 @@ def test_two_nodes_launched_by_torchrun_equal_one_device(cifar10_dir, tmp_path):
     one = run_cli("fit", *grid, *cli_args(cifar10_dir, tmp_path / "one"))
     assert one.returncode == 0, one.stderr[-3000:]
     port = free_port()
-    nodes = [
-        subprocess.Popen(
-            [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1", "--node_rank", str(rank),
-             "--master_addr", "127.0.0.1", "--master_port", str(port), str(REPO / "train.py"), "fit", *grid,
-             *cli_args(cifar10_dir, tmp_path / "two", "--trainer.num_nodes", "2")],
-            cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )
-        for rank in (0, 1)
-    ]  # fmt: skip
-    outputs = [node.communicate(timeout=600) for node in nodes]
-    for node, (_, stderr) in zip(nodes, outputs):
-        assert node.returncode == 0, stderr[-3000:]
-    assert "sweep: 6 configs" in outputs[0][0]
+    # Each node's output goes to a file: a pipe that is not read while the other node runs could fill and block it.
+    logs = [tmp_path / f"node{rank}.log" for rank in (0, 1)]
+    nodes = []
+    for rank, log in enumerate(logs):
+        with open(log, "w") as out:
+            nodes.append(subprocess.Popen(
+                [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1", "--node_rank",
+                 str(rank), "--master_addr", "127.0.0.1", "--master_port", str(port), str(REPO / "train.py"), "fit", *grid,
+                 *cli_args(cifar10_dir, tmp_path / "two", "--trainer.num_nodes", "2")],
+                cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=out, stderr=subprocess.STDOUT,
+            ))  # fmt: skip
+    for node, log in zip(nodes, logs):
+        assert node.wait(timeout=600) == 0, log.read_text()[-3000:]
+    assert "sweep: 6 configs" in logs[0].read_text()
     assert torch.allclose(last_w(tmp_path / "two"), last_w(tmp_path / "one"), rtol=1e-5, atol=1e-7)
     assert_same_sweep(sweep_json(tmp_path / "one"), sweep_json(tmp_path / "two"))
