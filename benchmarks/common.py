@@ -65,12 +65,13 @@ def plain_loop(
     lr_decay_every: int,
     W0: torch.Tensor,
     seed: int = 0,
+    dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     """The plain PyTorch loop: K configs side by side in ``W (D, K, C)`` (K = 1 for one config).
 
     Same minibatches (the package's sampler), same loss and the same update as the module on
     one device (:func:`data_term`, :class:`GridSGD`), but no Lightning: the reference
-    the Lightning run is measured against.
+    the Lightning run is measured against. ``dtype``: the products' dtype (mixed precision), default W's.
     """
     K = len(lrs) * len(regs)
     W = W0.unsqueeze(1).repeat(1, K, 1)  # (D, K, C)
@@ -79,7 +80,7 @@ def plain_loop(
     X = None
     for t in range(steps):
         rows = batches.global_indices(t)  # (N,)
-        X = sgd_step(optimizer, loss, W, dm.train_images, rows, dm.train_labels.index_select(0, rows), dm.pixel_mean, X)
+        X = sgd_step(optimizer, loss, W, dm.train_images, rows, dm.train_labels.index_select(0, rows), dm.pixel_mean, X, dtype)
     return W
 
 
@@ -103,14 +104,14 @@ def course_loop(dm: CIFARDataModule, loss: str, lr: float, reg: float, steps: in
 
 
 def sgd_step(optimizer: GridSGD, loss: str, W: torch.Tensor, split: torch.Tensor, rows: torch.Tensor, labels: torch.Tensor,
-             pixel_mean: torch.Tensor, X: torch.Tensor | None) -> torch.Tensor:
+             pixel_mean: torch.Tensor, X: torch.Tensor | None, dtype: torch.dtype | None = None) -> torch.Tensor:
     """One training step's maths as the module runs it: :func:`lit_linear.module.data_term` (features
     of the rows ``rows`` of the uint8 ``split``, written into ``X`` when it fits, and the data loss)
     and ``GridSGD.step``; returns the features buffer for the next step."""
     out = {}
 
     def closure():
-        value, out["X"], dscores = data_term(loss, W, split, rows, labels, pixel_mean, X)  # GridSGD adds the regulariser
+        value, out["X"], dscores = data_term(loss, W, split, rows, labels, pixel_mean, X, dtype)  # GridSGD adds the regulariser
         return value, out["X"], dscores
 
     optimizer.step(closure)

@@ -7,15 +7,11 @@ the Lightning way in the process that fitted; the CLI resolves them in a fresh p
 
 from __future__ import annotations
 
-import functools
 import os
-import signal
-import threading
 from typing import Any
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.utilities import rank_zero_info
 
 from lit_linear.errors import ConfigError
 
@@ -41,17 +37,16 @@ class BestCheckpoint(ModelCheckpoint):
 
 
 class LastCheckpoint(ModelCheckpoint):
-    """Keeps ``last.ckpt`` up to date: every N steps, at the end of fit, and on Ctrl-C or a crash.
+    """Keeps ``last.ckpt`` up to date: every N steps, at the end of fit (a graceful stop included), and on a crash.
 
     For a :class:`~lit_linear.module.LinearClassifierModule` fit, whose ``validates_at`` says which
     steps a validation follows. A fit resumed from it (``--ckpt_path last``) continues exactly: weights, optimizer step and
     frozen configs, the loss accumulators, and the minibatch sampler's state are all in it.
 
-    Ctrl-C in a single-process fit stops gracefully: the current batch of steps finishes, the configs are
-    validated, ``last.ckpt``, ``sweep.json`` and ``best_model.pt`` are written, and
-    :attr:`interrupted` is set (the CLI then exits with status 130). A second Ctrl-C aborts at once.
-    Under DDP, Lightning's own handling applies: the processes stop and ``last.ckpt`` is saved
-    unless the interrupt came in the middle of a step (a half-done step is never saved).
+    When a fit fails (an exception, a second Ctrl-C), a single process saves the step it reached,
+    unless the failure came in the middle of a step. Several processes never save then: a save
+    waits for every process, and one that failed alone may never join (:mod:`lit_linear.faults`);
+    the last good ``last.ckpt`` is kept, and a line says so.
 
     Args:
         every_n_train_steps: steps between saves.
@@ -65,11 +60,9 @@ class LastCheckpoint(ModelCheckpoint):
         # keeps the folder, last_model_path, and what ckpt_path="last" looks for.
         super().__init__(dirpath=dirpath, save_last=True, save_top_k=0, enable_version_counter=False)
         self.every_n_train_steps = every_n_train_steps
-        self.interrupted = False
         self._in_step = False
         self._pending = False  # a save is due at this step, after the validation that may follow it
         self._saved_step: int | None = None
-        self._previous_sigint: Any = None
 
     def _save_last_now(self, trainer: "pl.Trainer") -> None:
         self._pending = False
@@ -109,38 +102,17 @@ class LastCheckpoint(ModelCheckpoint):
         pass
 
     def on_train_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
-        self._restore_sigint()
         self._save_last_now(trainer)
-        if self.interrupted:
-            rank_zero_info(f"Interrupted at step {trainer.global_step}; resume with --ckpt_path last ({self.last_model_path})")
 
     def on_exception(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", exception: BaseException) -> None:
-        self._restore_sigint()
-        if not self._in_step:
-            self._save_last_now(trainer)
-
-    def teardown(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
-        self._restore_sigint()
-        super().teardown(trainer, pl_module, stage)
-
-    # --- Ctrl-C ------------------------------------------------------------------------------
-    def on_train_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
-        self.interrupted = False
-        if trainer.world_size == 1 and threading.current_thread() is threading.main_thread():
-            self._previous_sigint = signal.signal(signal.SIGINT, functools.partial(self._on_sigint, trainer))
-
-    def _on_sigint(self, trainer: "pl.Trainer", signum: int, frame: Any) -> None:
-        if self.interrupted:  # pressed twice: stop now, the Lightning way
-            self._restore_sigint()
-            raise KeyboardInterrupt
-        self.interrupted = True
-        trainer.should_stop = True
-        rank_zero_info("\nCtrl-C: stopping after this batch, then validating and saving (Ctrl-C again to abort)")
-
-    def _restore_sigint(self) -> None:
-        if self._previous_sigint is not None:
-            signal.signal(signal.SIGINT, self._previous_sigint)
-            self._previous_sigint = None
+        if trainer.world_size == 1:
+            if not self._in_step:
+                self._save_last_now(trainer)
+            return
+        if trainer.is_global_zero and trainer.state.fn == "fit" and self._saved_step != trainer.global_step:
+            kept = f"the last good one is kept: {self.last_model_path} (step {self._saved_step})" if self._saved_step is not None \
+                else "none was saved before it"  # fmt: skip
+            print(f"last.ckpt not updated at step {trainer.global_step}: saving needs every process; {kept}", flush=True)
 
 
 def _validates_after_this_batch(trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> bool:

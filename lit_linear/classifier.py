@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
-from lit_linear.atomic import atomic_open
+from lit_linear.atomic import atomic_torch_save
 from lit_linear.errors import DataError
 
 FORMAT = "lit_linear.LinearClassifier/1"
@@ -100,8 +100,7 @@ class LinearClassifier(nn.Module):
             "class_names": list(self.class_names),
             "info": dict(self.info),
         }
-        with atomic_open(path, "wb") as f:
-            torch.save(payload, f)
+        atomic_torch_save(payload, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike, map_location: str | torch.device | None = "cpu") -> "LinearClassifier":

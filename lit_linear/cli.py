@@ -7,45 +7,80 @@
     python train.py predict --config configs/softmax_sweep.yaml --ckpt_path best
 
 Besides LightningCLI's own behaviour it: links the data's class count, class names and feature
-size into the model; always adds the ``best``/``last`` checkpoints and the predictions writer;
-offers no ``--optimizer`` or ``--lr_scheduler`` (the update is GridSGD's, set by ``model.lr``,
-``model.reg`` and ``model.lr_decay``); loads checkpoints with ``weights_only=True``; resolves
-``--ckpt_path best|last`` to the newest such checkpoint under ``--trainer.default_root_dir`` of a
-run trained with this run's settings; and turns :class:`~lit_linear.errors.LitLinearError` into a
-one-line ``error:`` and exit status.
+size into the model; adds the ``best``/``last`` checkpoints (unless checkpointing is off), the
+predictions writer and :class:`~lit_linear.interrupts.GracefulStop`; offers
+``--float32_matmul_precision``; offers no ``--optimizer`` or ``--lr_scheduler`` (the update is
+GridSGD's, set by ``model.lr``, ``model.reg`` and ``model.lr_decay``); refuses, before any data is
+read, the Trainer settings a sweep cannot honour (:mod:`lit_linear.settings`); loads checkpoints
+with ``weights_only=True``; resolves ``--ckpt_path best|last`` to the newest such checkpoint under
+``--trainer.default_root_dir`` of a run trained with this run's settings; and ends the process as
+:mod:`lit_linear.faults` says: one ``error:`` line and a status for a user's or the environment's
+fault, 130 or 143 after a stop by Ctrl-C or SIGTERM.
 """
 
 from __future__ import annotations
 
+import os
 import sys
-import warnings
+from typing import Any, Literal
 
+import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch import Trainer
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from lit_linear import console, faults
+from lit_linear.atomic import atomic_write_text
 from lit_linear.checkpointing import BestCheckpoint, LastCheckpoint
 from lit_linear.data import CIFARDataModule
-from lit_linear.errors import ConfigError, LitLinearError
+from lit_linear.errors import ConfigError
+from lit_linear.interrupts import NAMES, GracefulStop
 from lit_linear.module import LinearClassifierModule
 from lit_linear.predictions import PredictionWriter
 from lit_linear.runs import find_matching_checkpoint
+from lit_linear.settings import check_fit_settings
 from lit_linear.shards import resolve_split
-from lit_linear.steps import check_fit_settings
+
+MatmulPrecision = Literal["highest", "high", "medium"]
+
+
+class AtomicSaveConfig(SaveConfigCallback):
+    """LightningCLI's ``config.yaml`` in the run folder, written atomically (:mod:`lit_linear.atomic`)."""
+
+    def setup(self, trainer: Trainer, pl_module: Any, stage: str) -> None:
+        if not self.already_saved:
+            self._log_dir = trainer.log_dir  # a broadcast under DDP: every process asks
+        super().setup(trainer, pl_module, stage)
+
+    def save_config(self, trainer: Trainer, pl_module: Any, stage: str) -> None:
+        text = self.parser.dump(self.config, skip_none=False)
+        atomic_write_text(os.path.join(self._log_dir, self.config_filename), text)
 
 
 class LinearCLI(LightningCLI):
     """LightningCLI for :class:`LinearClassifierModule` on :class:`CIFARDataModule`."""
 
     def __init__(self, args=None, **kwargs) -> None:
-        kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        kwargs.setdefault("save_config_callback", AtomicSaveConfig)
+        kwargs.setdefault("save_config_kwargs", {"overwrite": True, "save_to_log_dir": False})
         # GridSGD is the update, configured by the model's options: an --optimizer could not apply.
         kwargs.setdefault("auto_configure_optimizers", False)
         super().__init__(LinearClassifierModule, CIFARDataModule, args=args, **kwargs)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.add_lightning_class_args(BestCheckpoint, "best_checkpoint")
-        parser.add_lightning_class_args(LastCheckpoint, "last_checkpoint")
+        # Arguments, not Lightning's always-added callbacks: instantiate_trainer adds them unless
+        # checkpointing is off (Lightning refuses a ModelCheckpoint under enable_checkpointing false).
+        parser.add_class_arguments(BestCheckpoint, "best_checkpoint", fail_untyped=False, sub_configs=True)
+        parser.add_class_arguments(LastCheckpoint, "last_checkpoint", fail_untyped=False, sub_configs=True)
         parser.add_lightning_class_args(PredictionWriter, "predictions")
+        parser.add_argument(
+            "--float32_matmul_precision",
+            type=MatmulPrecision,
+            default="highest",
+            help="torch.set_float32_matmul_precision for the float32 products: highest (float32, torch's default), "
+            "high (TF32 on CUDA GPUs with Tensor Cores) or medium (bfloat16 where the device supports it)",
+        )
         for attribute in ("num_classes", "class_names", "feature_dim"):
             parser.link_arguments(f"data.{attribute}", f"model.{attribute}", apply_on="instantiate")
         # The training stream has no epochs: validation is counted in SGD steps.
@@ -57,11 +92,26 @@ class LinearCLI(LightningCLI):
             }
         )
 
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        torch.set_float32_matmul_precision(config["float32_matmul_precision"])
+
     def instantiate_classes(self) -> None:
         try:
             super().instantiate_classes()
-        except (ConfigError, MisconfigurationException) as e:  # Lightning's own refusals of trainer settings too
-            self.parser.error(str(e))
+        # Refusals of a setting, Lightning's and jsonargparse's included (a missing optional package too).
+        except (ConfigError, MisconfigurationException, ValueError, TypeError, ImportError) as e:
+            self.parser.error(" ".join(str(e).split()))
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        """The trainer, with :class:`GracefulStop` and, unless checkpointing is off, ``best.ckpt`` and ``last.ckpt``."""
+        config = self.config_init[self.subcommand] if self.subcommand else self.config_init
+        trainer = config["trainer"]
+        callbacks = trainer.get("callbacks") or []
+        callbacks = [*(callbacks if isinstance(callbacks, list) else [callbacks]), GracefulStop()]
+        if trainer.get("enable_checkpointing") is not False and not trainer.get("barebones"):
+            callbacks += [config["best_checkpoint"], config["last_checkpoint"]]
+        return super().instantiate_trainer(**{**kwargs, "callbacks": callbacks + kwargs.get("callbacks", [])})
 
     def _prepare_checkpoint(self) -> None:
         """Safe loading, and ``best``/``last`` found among the runs under the root folder."""
@@ -79,6 +129,7 @@ class LinearCLI(LightningCLI):
         resolve_split(self.model.hparams.split, self.model.num_configs, self.trainer.world_size)
         self.model.uses_cuda_graph(self.trainer.strategy.root_device, self.trainer.world_size)
         self._prepare_checkpoint()
+        console.hint_tensor_cores(self.trainer)
 
     def before_validate(self) -> None:
         # Without a checkpoint Lightning would validate the initial, untrained weights.
@@ -95,24 +146,34 @@ class LinearCLI(LightningCLI):
         self._prepare_checkpoint()
 
 
-# Warnings from Lightning's internals that no setting of the user's can act on, matched by message
-# and by the module that raises them: Lightning calls torch's deprecated LeafSpec on every run,
-# and the prediction loop looks for a sampler's indices that PredictionWriter does not need (it
-# takes each row's index from the batch). Warnings about the user's own settings still print.
-QUIET = (
-    (r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning, r"lightning\.pytorch\.utilities\._pytree"),
-    (r"Couldn't infer the batch indices fetched from your dataloader", UserWarning, r"lightning\.pytorch\.loops\.prediction_loop"),
-)
-
-
 def main(args: list[str] | None = None) -> None:
-    """Entry point of ``lit-linear`` and ``train.py``."""
-    for message, category, module in QUIET:
-        warnings.filterwarnings("ignore", message=message, category=category, module=module)
+    """Entry point of ``lit-linear`` and ``train.py``: runs the CLI, and ends the process as :mod:`lit_linear.faults` says."""
+    console.quiet()
+    faults.mark_launcher()
+    subcommand = next((a for a in (sys.argv[1:] if args is None else args) if not a.startswith("-")), None)
     try:
         cli = LinearCLI(args=args)
-    except LitLinearError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2 if isinstance(e, ConfigError) else 1)
-    if any(getattr(callback, "interrupted", False) for callback in cli.trainer.callbacks):
-        sys.exit(130)  # stopped by Ctrl-C (gracefully): the shell's convention for SIGINT
+    except SIGTERMException:  # a SIGTERM Lightning caught before training started: nothing to save yet
+        faults.exit_now(143, "SIGTERM: stopped before training started")
+    except Exception as error:
+        ending = faults.ending(error, subcommand)
+        if ending is None:
+            raise
+        faults.exit_now(*ending)
+    stop = next((c for c in cli.trainer.callbacks if isinstance(c, GracefulStop)), None)
+    if stop is None or stop.exit_status is None:
+        return
+    if cli.trainer.is_global_zero:
+        print(_stopped_line(cli.trainer, stop), flush=True)
+    faults.leave_process_group()
+    faults.wait_for_launcher()
+    sys.exit(stop.exit_status)
+
+
+def _stopped_line(trainer: Trainer, stop: GracefulStop) -> str:
+    """What a stop by a signal left behind, and how to go on."""
+    head = f"Interrupted by {NAMES[stop.stopped_by]} at step {stop.stopped_at}"
+    last = next((c for c in trainer.checkpoint_callbacks if isinstance(c, LastCheckpoint)), None)
+    if last is None or not last.last_model_path:
+        return f"{head}; checkpointing is off, so this fit cannot be resumed (sweep.json and best_model.pt hold its last validation)"
+    return f"{head}; resume with --ckpt_path last ({last.last_model_path})"

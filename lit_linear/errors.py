@@ -3,6 +3,11 @@
 The CLI prints them as one ``error: ...`` line and exits non-zero; anything else keeps its traceback.
 """
 
+from __future__ import annotations
+
+import errno
+import os
+
 
 class LitLinearError(Exception):
     """Base class: a problem the user can fix, explained by its message."""
@@ -18,3 +23,44 @@ class DataError(LitLinearError):
 
 class SweepDivergedError(LitLinearError):
     """Every config of the sweep diverged, so there is no model to keep."""
+
+
+class StorageError(LitLinearError):
+    """A file could not be written: a full disk, a read-only folder, a missing permission.
+
+    The message names the file, the OS error and what to do; the file's previous version, if any,
+    is intact (every file lit_linear writes is replaced atomically, :mod:`lit_linear.atomic`).
+
+    Args:
+        path: the file that could not be written (None: not known).
+        error: the OS error.
+    """
+
+    def __init__(self, path: str | None, error: OSError) -> None:
+        self.path, self.error = path, error
+        super().__init__(describe_storage_fault(error, path))
+
+
+# OS errors that say the file system refused a write: the environment is at fault, not the program.
+STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
+
+
+def is_storage_fault(error: BaseException) -> bool:
+    """Whether ``error`` is an OS error of :data:`STORAGE_ERRNOS` or a :class:`StorageError`."""
+    return isinstance(error, StorageError) or (isinstance(error, OSError) and error.errno in STORAGE_ERRNOS)
+
+
+def describe_storage_fault(error: OSError, path: str | None = None) -> str:
+    """``cannot write FILE: REASON (ERRNO); WHAT TO DO`` for an OS error that refused a write."""
+    path = path or error.filename
+    where = f"cannot write {path}" if path else "cannot write a file of this run"
+    code = errno.errorcode.get(error.errno, "") if error.errno is not None else ""
+    reason = f"{error.strerror or error} ({code})" if code else str(error.strerror or error)
+    folder = os.path.dirname(os.path.abspath(path)) if path else "the run folder"
+    if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        fix = f"free space on the disk of {folder} (or set --trainer.default_root_dir to a disk with room)"
+    elif error.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        fix = f"make {folder} writable (or set --trainer.default_root_dir to a writable folder)"
+    else:
+        fix = f"check {folder}"
+    return f"{where}: {reason}; {fix}"

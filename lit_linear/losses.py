@@ -301,14 +301,34 @@ NARROW_GRID = 64
 
 
 def grid_scores(W_flat: Tensor, X: Tensor) -> Tensor:
-    """``X @ W_flat``, ``(N, D) @ (D, K*C) -> (N, K*C)``, computed the faster way for its width."""
+    """``X @ W_flat``, ``(N, D) @ (D, K*C) -> (N, K*C)``, computed the faster way for its width.
+
+    The product runs in X's dtype and the scores are returned in W's. Under mixed precision X is
+    narrower (bfloat16 or float16, :mod:`lit_linear.precision`): W is rounded to it for the product.
+    """
+    W_x = W_flat.to(X.dtype)  # W itself when the dtypes agree
     if W_flat.shape[1] <= NARROW_GRID:
-        return (W_flat.t() @ X.t()).t()  # a transposed view; the loss heads work on any strides
-    return X @ W_flat
+        scores = (W_x.t() @ X.t()).t()  # a transposed view; the loss heads work on any strides
+    else:
+        scores = X @ W_x
+    return scores.to(W_flat.dtype)
 
 
 def grid_gradient(X: Tensor, dscores: Tensor) -> Tensor:
-    """``X.T @ dscores``, ``(D, N) @ (N, K*C) -> (D, K*C)``, computed the faster way for its width."""
+    """``X.T @ dscores``, ``(D, N) @ (N, K*C) -> (D, K*C)``, computed the faster way for its width.
+
+    The product runs in X's dtype and the result is returned in dscores'. Under mixed precision X
+    is narrower than dscores: dscores is rounded to it as ``N * dscores``, whose entries (``p - onehot(y)``
+    for softmax, at most C-1 in size for the hinge) float16 holds without underflow, and the product
+    is divided by N in dscores' dtype. No loss scale is needed, unlike autograd's.
+    """
+    if X.dtype == dscores.dtype:
+        return _transposed_product(X, dscores)
+    N = X.shape[0]
+    return _transposed_product(X, (dscores * N).to(X.dtype)).to(dscores.dtype).div_(N)
+
+
+def _transposed_product(X: Tensor, dscores: Tensor) -> Tensor:
     if dscores.shape[1] <= NARROW_GRID:
         return (dscores.t() @ X).t()  # a transposed view of a (K*C, D) product
     return X.t() @ dscores

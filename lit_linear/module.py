@@ -25,25 +25,29 @@ from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import TQDMProgressBar
+from lightning.pytorch.callbacks import LearningRateMonitor, TQDMProgressBar
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from lit_linear.classifier import LinearClassifier, gather_features, preprocess
 from lit_linear.data import Batch, CIFARDataModule, TrainBlock
 from lit_linear.errors import ConfigError, LitLinearError, SweepDivergedError
+from lit_linear.checkpoint_io import use_atomic_checkpoints
 from lit_linear.graphs import CapturedCall
-from lit_linear.losses import SCORES_GRAD, grid_loss_factored
+from lit_linear.losses import SCORES_GRAD, grid_gradient, grid_loss_factored
+from lit_linear.lr_monitor import SweepLearningRateMonitor
 from lit_linear.metrics import GridAccuracy
 from lit_linear.optim import GridSGD
+from lit_linear.precision import own_dtypes, product_dtype
 from lit_linear.progress import StepProgressBar
 from lit_linear.shards import ConfigShards, Split, resolve_split
-from lit_linear.steps import BATCH_COUNTED, check_fit_settings, step_counts, steps_per_batch
+from lit_linear.settings import check_fit_settings
+from lit_linear.steps import BATCH_COUNTED, step_counts, steps_per_batch
 from lit_linear.sweep import ConfigResult, SweepResult, as_axis, sweep_configs
 
 
 def data_term(loss: str, W: Tensor, split: Tensor, rows: Tensor, labels: Tensor, pixel_mean: Tensor,
-              out: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
+              out: Tensor | None = None, dtype: torch.dtype | None = None) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
     """The features of one minibatch and the grid's data loss on it, with its gradient as a factor.
 
     Args:
@@ -54,11 +58,12 @@ def data_term(loss: str, W: Tensor, split: Tensor, rows: Tensor, labels: Tensor,
         labels: ``(n,)`` int64.
         pixel_mean: ``(3072,)``.
         out: a ``(n, D)`` buffer for the features, reused from step to step.
+        dtype: the features' dtype, which the products run in (:mod:`lit_linear.precision`); default W's.
 
     Returns:
         ``(data_loss (K,), X (n, D), dscores (n, K*C))``: what :class:`GridSGD` takes.
     """
-    X = gather_features(split, rows, pixel_mean, W.dtype, out=out)  # (n, D)
+    X = gather_features(split, rows, pixel_mean, dtype or W.dtype, out=out)  # (n, D)
     data_loss, dscores = grid_loss_factored(loss, W, X, labels)  # (K,), (n, K*C)
     return data_loss, X, dscores
 
@@ -170,6 +175,7 @@ class LinearClassifierModule(pl.LightningModule):
         self._rows: Tensor | None = None  # a CUDA graph's fixed inputs: the rows and labels of the step
         self._labels: Tensor | None = None
         self._loaded: tuple[int, Tensor | None] | None = None  # the loaded checkpoint's step and diverged configs
+        self._product_dtype: torch.dtype | None = None  # the products' dtype when narrower than W's (set in setup)
 
     @property
     def num_configs(self) -> int:
@@ -183,8 +189,10 @@ class LinearClassifierModule(pl.LightningModule):
         self.shards = ConfigShards(split, self.trainer.strategy)
         if isinstance(datamodule, CIFARDataModule):
             datamodule.shard_rows = not self.shards.splits_configs
+        self._product_dtype = product_dtype(self.trainer.precision)
         if stage == "fit":
             check_fit_settings(self.trainer)
+            use_atomic_checkpoints(self.trainer)
             # The mean of this run's training split; test and predict keep the checkpoint's.
             if getattr(datamodule, "pixel_mean", None) is not None:
                 self.pixel_mean.copy_(datamodule.pixel_mean)
@@ -193,11 +201,18 @@ class LinearClassifierModule(pl.LightningModule):
             self.class_names = list(datamodule.class_names)
 
     def configure_callbacks(self) -> list[pl.Callback]:
-        """Lightning's tqdm bar, made to count SGD steps (:class:`StepProgressBar`, same refresh rate and position)."""
+        """Lightning's tqdm bar made to count SGD steps (:class:`StepProgressBar`, same refresh rate and position),
+        and a LearningRateMonitor made to log each config's rate (:class:`SweepLearningRateMonitor`, same arguments).
+
+        A callback of the user's own kind (another bar, a subclass of the monitor) is theirs to keep."""
+        callbacks: list[pl.Callback] = []
         bar = self.trainer.progress_bar_callback
-        if type(bar) is not TQDMProgressBar:  # none, or a bar of the user's own kind: theirs to keep
-            return []
-        return [StepProgressBar(bar.refresh_rate, bar.process_position)]
+        if type(bar) is TQDMProgressBar:
+            callbacks.append(StepProgressBar(bar.refresh_rate, bar.process_position))
+        for monitor in self.trainer.callbacks:
+            if type(monitor) is LearningRateMonitor:
+                callbacks.append(SweepLearningRateMonitor(monitor.logging_interval, monitor.log_momentum, monitor.log_weight_decay))
+        return callbacks
 
     def _group_steps(self, global_step: int) -> None:
         """Choose the SGD steps per Lightning batch (:mod:`lit_linear.steps`) and give the trainer
@@ -304,17 +319,19 @@ class LinearClassifierModule(pl.LightningModule):
 
     # --- training ------------------------------------------------------------------------------
     def _features(self, images: Tensor) -> Tensor:
-        return preprocess(images, self.pixel_mean, self.W.dtype)  # (N, D)
+        """Features ``(N, D)`` in the dtype the products run in (:mod:`lit_linear.precision`)."""
+        return preprocess(images, self.pixel_mean, self._product_dtype or self.W.dtype)
 
     def training_step(self, batch: TrainBlock, batch_idx: int) -> None:
         """``m`` SGD steps: a :class:`TrainBlock` of ``(m, n)`` rows of the training split and their labels."""
         if batch.step != self.global_step:  # the stream follows global_step (data.TrainBatches): never replay or skip
             raise RuntimeError(f"the training stream is at step {batch.step} but the weights at step {self.global_step}")
         optimizer = self.optimizers()
-        for rows, labels in zip(batch.index, batch.labels):
-            loss = optimizer.step(closure=self._closure(batch.source, rows, labels))  # (K,)
-            # Accumulated on the device and read at validation: per-step logging would sync every step.
-            self.loss_sum.add_(loss)
+        with own_dtypes(self.device):
+            for rows, labels in zip(batch.index, batch.labels):
+                loss = optimizer.step(closure=self._closure(batch.source, rows, labels))  # (K,)
+                # Accumulated on the device and read at validation: per-step logging would sync every step.
+                self.loss_sum.add_(loss)
         self.loss_steps.add_(batch.index.shape[0])
 
     def _closure(self, split: Tensor, rows: Tensor, labels: Tensor):
@@ -332,14 +349,15 @@ class LinearClassifierModule(pl.LightningModule):
             # The data term; GridSGD adds the regulariser (its loss and its gradient) itself.
             # Eagerly, one (n, D) feature buffer is reused: a fresh 2.4 MB tensor per step costs page faults.
             out = self._x_buffer if self._data_term is data_term else None
-            loss, X, dscores = self._data_term(self.hparams.loss, self.W, split, rows, labels, self.pixel_mean, out)
+            loss, X, dscores = self._data_term(self.hparams.loss, self.W, split, rows, labels, self.pixel_mean, out,
+                                               self._product_dtype)  # fmt: skip
             self._x_buffer = X
             if not self.shards.splits_minibatch:
                 return loss, X, dscores  # GridSGD adds X.T @ dscores into W in one product
             # DDP only averages gradients that autograd produced; this one is formed and averaged by
             # hand so that every rank applies the same update.
             D, K, C = self.W.shape
-            self.W.grad = strategy.reduce((X.t() @ dscores).view(D, K, C), reduce_op="mean")
+            self.W.grad = strategy.reduce(grid_gradient(X, dscores).reshape(D, K, C), reduce_op="mean")
             return strategy.reduce(loss, reduce_op="mean")
 
         return closure
@@ -354,14 +372,16 @@ class LinearClassifierModule(pl.LightningModule):
     def _grid_scores(self, images: Tensor) -> Tensor:
         X = self._features(images)  # (n, D)
         D, K, C = self.W.shape
-        return (X @ self.W.view(D, K * C)).view(X.shape[0], K, C)  # (n, K, C); K may be 0 on a rank (model.split configs)
+        W = self.W.view(D, K * C).to(X.dtype)  # rounded to the product's dtype under mixed precision
+        return (X @ W).view(X.shape[0], K, C)  # (n, K, C); K may be 0 on a rank (model.split configs)
 
     def validation_step(self, batch: dict[str, Batch | None], batch_idx: int) -> None:
         """A chunk of the training sample and one of the validation split (None once it is done)."""
-        for split, accuracy in (("train", self.train_acc), ("val", self.val_acc)):
-            if batch[split] is not None:
-                preds = self._grid_scores(batch[split].images).argmax(dim=2)  # (n, K)
-                accuracy.update(preds, batch[split].labels)
+        with own_dtypes(self.device):
+            for split, accuracy in (("train", self.train_acc), ("val", self.val_acc)):
+                if batch[split] is not None:
+                    preds = self._grid_scores(batch[split].images).argmax(dim=2)  # (n, K)
+                    accuracy.update(preds, batch[split].labels)
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:
@@ -411,6 +431,8 @@ class LinearClassifierModule(pl.LightningModule):
         results = tuple(live.get(k) or self.stopped[k] for k in range(self.num_configs))
         self.results = SweepResult(self.hparams.loss, step, results, best if best >= 0 else None)
         top = self.results.best
+        if self.trainer.barebones:  # Lightning refuses self.log in barebones mode
+            return
         # Logged as "step" too, so that the logger plots these at the SGD step they describe.
         self.log("step", float(step))
         self.log("val/acc", top.val_acc if top else 0.0, prog_bar=True)
@@ -498,6 +520,11 @@ class LinearClassifierModule(pl.LightningModule):
         self.train_acc = GridAccuracy(columns.numel(), sync_on_compute=sync).to(W.device)
         self.val_acc = GridAccuracy(columns.numel(), sync_on_compute=sync).to(W.device)
 
+    def training_configs(self) -> list[int]:
+        """The configs still training: not stopped by halving, nor found diverged at the last validation."""
+        diverged = {k for k, r in enumerate(self.results.configs) if r.status == "diverged"} if self.results else set()
+        return [k for k in range(self.num_configs) if k not in self.stopped and k not in diverged]
+
     def weights_of(self, k: int) -> Tensor | None:
         """``W_k (D, C)`` of config ``k``, or None once it has left W (stopped by halving). While a fit is
         split by configs, a config another rank trains is None, but for the best one: its weights at
@@ -547,11 +574,14 @@ class LinearClassifierModule(pl.LightningModule):
 
     # --- test and predict: the best config only ------------------------------------------------
     def _best_scores(self, images: Tensor) -> Tensor:
-        return self._features(images) @ self.weights_of(self._best())  # (n, C)
+        with own_dtypes(self.device):
+            X = self._features(images)  # (n, D)
+            return X @ self.weights_of(self._best()).to(X.dtype)  # (n, C)
 
     def test_step(self, batch, batch_idx: int) -> None:
         self.test_acc.update(self._best_scores(batch.images).argmax(dim=1), batch.labels)
-        self.log("test/acc", self.test_acc)
+        if not self.trainer.barebones:  # Lightning refuses self.log in barebones mode
+            self.log("test/acc", self.test_acc)
 
     def on_test_end(self) -> None:
         log_dir = self.trainer.log_dir  # a collective under DDP: every rank asks

@@ -147,6 +147,12 @@ class GridSGD(torch.optim.Optimizer):
         return _frozen(states[0]) if states else None
 
 
+def decayed_lr(lr: float, step: int, lr_decay: float, lr_decay_every: int) -> float:
+    """The learning rate a config of base rate ``lr`` trains with at ``step``: ``lr * lr_decay ** (step // lr_decay_every)``,
+    as :func:`sgd_update` computes it on the device."""
+    return lr * lr_decay ** (step // lr_decay_every)
+
+
 def _frozen(state: dict[str, Tensor]) -> Tensor | None:
     """``(K,)`` bool from GridSGD's per-grid state: ``live`` is 0 for a frozen config; None before any step."""
     return state["live"] == 0 if bool(state["step"] > 0) else None
@@ -158,6 +164,8 @@ def sgd_update(p: Tensor, step: Tensor, base_lr: Tensor, reg: Tensor, live: Tens
 
     Either ``X (N, D)`` and ``dscores (N, K*C)`` (the data gradient ``X.T @ dscores``, scaled here
     in place) or ``grad (D, K, C)`` is given. ``step`` (0-dim), ``live (K,)`` are updated in place.
+    X may be narrower than W (mixed precision, :mod:`lit_linear.precision`): the gradient's product
+    then runs in X's dtype, and everything else in W's.
     """
     D, K, C = p.shape
     W = p.view(D, K * C)
@@ -172,6 +180,8 @@ def sgd_update(p: Tensor, step: Tensor, base_lr: Tensor, reg: Tensor, live: Tens
         lr = lr * live  # no gradient step for a config whose loss is not finite
     if dscores is None:
         W.addcmul_(grad.view(D, K * C), per_column(lr, K, C, W), value=-1.0)
+    elif X.dtype != W.dtype:  # mixed precision: the product in X's narrower dtype, lr applied after it in W's
+        W.addcmul_(grid_gradient(X, dscores), per_column(lr, K, C, W), value=-1.0)
     else:
         dscores.view(-1, K, C).mul_(lr.view(1, K, 1))  # small: a broadcast costs nothing here
         if K * C <= NARROW_GRID:  # faster as (K*C, N) @ (N, D) for a narrow grid (losses.grid_gradient)

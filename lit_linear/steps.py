@@ -1,4 +1,4 @@
-"""The trainer settings a sweep needs, and how a fit's SGD steps are grouped into Lightning batches.
+"""How a fit's SGD steps are grouped into Lightning batches.
 
 Every count a user gives is in SGD steps, as in any Lightning fit: ``trainer.max_steps``,
 ``trainer.val_check_interval``, ``trainer.log_every_n_steps`` (with a logger) and
@@ -21,8 +21,6 @@ import lightning.pytorch as pl
 from lightning.pytorch.utilities import rank_zero_warn
 from lightning.pytorch.utilities.warnings import PossibleUserWarning
 
-from lit_linear.errors import ConfigError
-
 # Past a few dozen steps per batch Lightning's share of a step is negligible; a Ctrl-C waits at
 # most this many steps.
 MAX_STEPS_PER_BATCH = 50
@@ -31,43 +29,9 @@ MAX_STEPS_PER_BATCH = 50
 BATCH_COUNTED = ("val_check_interval", "log_every_n_steps")
 
 
-def _is_count(value: Any) -> bool:
+def is_count(value: Any) -> bool:
+    """A positive int (not a bool): a number of SGD steps."""
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
-
-
-def check_fit_settings(trainer: pl.Trainer) -> None:
-    """Refuse trainer settings under which a sweep cannot train and validate as asked (ConfigError)."""
-    if trainer.overfit_batches:
-        raise ConfigError(
-            f"trainer.overfit_batches ({trainer.overfit_batches}) cannot apply: minibatches are drawn afresh from the whole "
-            "training split at every step and validation uses the held-out split; leave it at 0"
-        )
-    if trainer.fast_dev_run:
-        return  # Lightning's own settings: fast_dev_run steps, then one validation
-    if trainer.limit_train_batches != 1.0:
-        raise ConfigError(
-            f"trainer.limit_train_batches ({trainer.limit_train_batches}) cannot apply: training is one stream of "
-            "trainer.max_steps SGD steps with no epochs; set --trainer.max_steps instead"
-        )
-    if trainer.limit_val_batches == 0:
-        raise ConfigError(
-            "trainer.limit_val_batches 0 cannot apply: the sweep chooses its best config by validation accuracy; "
-            "give a number of chunks of data.eval_batch_size images, or a fraction of the split"
-        )
-    if not _is_count(trainer.max_steps):
-        raise ConfigError(
-            f"trainer.max_steps must be a positive number of SGD steps (got {trainer.max_steps}); e.g. --trainer.max_steps 2000"
-        )
-    if not _is_count(trainer.val_check_interval):
-        raise ConfigError(
-            f"trainer.val_check_interval must be a positive number of SGD steps (got {trainer.val_check_interval!r}): the "
-            "training stream has no epochs; e.g. --trainer.val_check_interval 500 --trainer.check_val_every_n_epoch null"
-        )
-    if trainer.check_val_every_n_epoch is not None:
-        raise ConfigError(
-            f"trainer.check_val_every_n_epoch must be null (got {trainer.check_val_every_n_epoch}): the training stream "
-            "has no epochs, so validation is counted in steps by trainer.val_check_interval"
-        )
 
 
 def step_counts(trainer: pl.Trainer, global_step: int = 0) -> list[int]:
@@ -79,7 +43,7 @@ def step_counts(trainer: pl.Trainer, global_step: int = 0) -> list[int]:
         counts.append(trainer.log_every_n_steps)
     counts += [getattr(callback, "every_n_train_steps", None) for callback in trainer.callbacks]
     counts.append(global_step)
-    return [c for c in counts if _is_count(c)]
+    return [c for c in counts if is_count(c)]
 
 
 def steps_per_batch(counts: list[int], limit: int | None = None) -> int:

@@ -34,15 +34,15 @@ def _dump(path: Path, obj) -> None:
         pickle.dump(obj, f, protocol=4)
 
 
-def write_cifar10(root: Path, per_batch: int = 60, num_test: int = 60, seed: int = 0) -> Path:
-    """Write ``root/cifar-10-batches-py`` (5 training batches of ``per_batch``); return ``root``."""
+def write_cifar10(root: Path, per_batch: int = 60, num_test: int = 60, seed: int = 0, noise: float = 30.0) -> Path:
+    """Write ``root/cifar-10-batches-py`` (5 training batches of ``per_batch``, pixel noise of std ``noise``); return ``root``."""
     rng = np.random.default_rng(seed)
     folder = root / "cifar-10-batches-py"
     folder.mkdir(parents=True, exist_ok=True)
     for b in range(1, 6):
-        x, y = make_images(per_batch, 10, rng)
+        x, y = make_images(per_batch, 10, rng, noise)
         _dump(folder / f"data_batch_{b}", {"batch_label": f"training batch {b} of 5", "data": x, "labels": y})
-    x, y = make_images(num_test, 10, rng)
+    x, y = make_images(num_test, 10, rng, noise)
     _dump(folder / "test_batch", {"batch_label": "testing batch 1 of 1", "data": x, "labels": y})
     _dump(folder / "batches.meta", {"label_names": CIFAR10_NAMES, "num_cases_per_batch": per_batch, "num_vis": 3072})
     return root

@@ -88,7 +88,7 @@ def test_ctrl_c_stops_gracefully_with_a_usable_last_checkpoint(cifar10_dir, tmp_
     finally:
         proc.kill()
     assert proc.returncode == 130, output[-3000:]
-    assert "Interrupted at step" in output
+    assert "Interrupted by Ctrl-C at step" in output and "resume with --ckpt_path last" in output
     ckpt = torch.load(last, weights_only=True)
     step = ckpt["global_step"]
     assert step > 0

@@ -3,6 +3,7 @@ and checkpoints are loaded without running code."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import pickle
@@ -13,6 +14,7 @@ import torch
 from conftest import cli_args, run_cli
 
 from lit_linear import CIFARDataModule, LinearClassifierModule, PredictionWriter, SweepDivergedError
+from lit_linear.errors import StorageError
 from lit_linear.cli import main
 from lit_linear.sweep import ConfigResult, SweepResult
 
@@ -137,7 +139,7 @@ def test_all_diverged_exit_status_from_the_cli(cifar10_dir, tmp_path):
 
 def crash_on_rename(monkeypatch):
     def refuse(src, dst):
-        raise OSError("simulated crash before the rename")
+        raise OSError(errno.ENOSPC, "No space left on device (simulated, before the rename)")
 
     monkeypatch.setattr("lit_linear.atomic.os.replace", refuse)
 
@@ -149,7 +151,7 @@ def test_sweep_json_write_is_atomic(tmp_path, monkeypatch):
     before = path.read_bytes()
     crash_on_rename(monkeypatch)
     new = SweepResult("svm", 20, (ConfigResult(0.1, 0.0, 0.6, 0.5, 0.9, "ok"),), 0)
-    with pytest.raises(OSError, match="simulated crash"):
+    with pytest.raises(StorageError, match=f"cannot write {path}: No space left on device"):
         new.write_json(path)
     assert path.read_bytes() == before
     assert os.listdir(tmp_path) == ["sweep.json"], "the temporary file is cleaned up"
@@ -165,7 +167,7 @@ def test_predictions_csv_write_is_atomic(cifar10_dir, tmp_path, monkeypatch):
     before = (tmp_path / "predictions.csv").read_bytes()
     assert before.count(b"\n") == 61
     crash_on_rename(monkeypatch)
-    with pytest.raises(OSError, match="simulated crash"):
+    with pytest.raises(StorageError, match="predictions.csv: No space left on device"):
         trainer.predict(model, datamodule, return_predictions=False)
     assert (tmp_path / "predictions.csv").read_bytes() == before
 
