@@ -146,10 +146,14 @@ class SweepTensorBoard(Callback):
 
     def on_exception(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", exception: BaseException) -> None:
         # An interrupted or crashed fit: end the sessions so the dashboard does not list them as running.
-        if self._sessions_open:
-            for writer in self._writers:
-                writer.file_writer.add_summary(session_end_summary(STATUS_FAILURE))
-        self._close()
+        # Best effort: on a full disk these writes fail too, and the fault to report is the first one.
+        try:
+            if self._sessions_open:
+                for writer in self._writers:
+                    writer.file_writer.add_summary(session_end_summary(STATUS_FAILURE))
+            self._close()
+        except OSError:
+            self._writers, self._sessions_open, self._logger = [], False, None
 
     def _close(self) -> None:
         for writer in self._writers:

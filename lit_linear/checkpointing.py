@@ -8,12 +8,13 @@ the Lightning way in the process that fitted; the CLI resolves them in a fresh p
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from lit_linear.errors import ConfigError
+from lit_linear.errors import ConfigError, is_storage_fault
 
 
 class BestCheckpoint(ModelCheckpoint):
@@ -44,9 +45,9 @@ class LastCheckpoint(ModelCheckpoint):
     frozen configs, the loss accumulators, and the minibatch sampler's state are all in it.
 
     When a fit fails (an exception, a second Ctrl-C), a single process saves the step it reached,
-    unless the failure came in the middle of a step. Several processes never save then: a save
-    waits for every process, and one that failed alone may never join (:mod:`lit_linear.faults`);
-    the last good ``last.ckpt`` is kept, and a line says so.
+    unless the failure came in the middle of a step or was the disk refusing a write. Several
+    processes never save then: a save waits for every process, and one that failed alone may never
+    join (:mod:`lit_linear.faults`). Otherwise the last good ``last.ckpt`` is kept, and a line says so.
 
     Args:
         every_n_train_steps: steps between saves.
@@ -105,14 +106,14 @@ class LastCheckpoint(ModelCheckpoint):
         self._save_last_now(trainer)
 
     def on_exception(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", exception: BaseException) -> None:
-        if trainer.world_size == 1:
-            if not self._in_step:
-                self._save_last_now(trainer)
-            return
-        if trainer.is_global_zero and trainer.state.fn == "fit" and self._saved_step != trainer.global_step:
+        if trainer.world_size == 1 and not self._in_step and not is_storage_fault(exception):
+            self._save_last_now(trainer)
+        elif trainer.is_global_zero and trainer.state.fn == "fit" and self._saved_step != trainer.global_step:
+            why = "the disk refused a write" if is_storage_fault(exception) else \
+                "it failed mid-step" if trainer.world_size == 1 else "saving needs every process"  # fmt: skip
             kept = f"the last good one is kept: {self.last_model_path} (step {self._saved_step})" if self._saved_step is not None \
-                else "none was saved before it"  # fmt: skip
-            print(f"last.ckpt not updated at step {trainer.global_step}: saving needs every process; {kept}", flush=True)
+                else "this fit saved none before"  # fmt: skip
+            print(f"last.ckpt not updated at step {trainer.global_step} ({why}); {kept}", file=sys.stderr, flush=True)
 
 
 def _validates_after_this_batch(trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> bool:

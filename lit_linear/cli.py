@@ -21,6 +21,7 @@ fault, 130 or 143 after a stop by Ctrl-C or SIGTERM.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from typing import Any, Literal
 
@@ -173,6 +174,8 @@ def main(args: list[str] | None = None) -> None:
 def _stopped_line(trainer: Trainer, stop: GracefulStop) -> str:
     """What a stop by a signal left behind, and how to go on."""
     head = f"Interrupted by {NAMES[stop.stopped_by]} at step {stop.stopped_at}"
+    if stop.stopped_by == signal.SIGUSR1:
+        return f"{head}; the job is requeued, and its next run resumes from {trainer.default_root_dir}/hpc_ckpt_<n>.ckpt by itself"
     last = next((c for c in trainer.checkpoint_callbacks if isinstance(c, LastCheckpoint)), None)
     if last is None or not last.last_model_path:
         return f"{head}; checkpointing is off, so this fit cannot be resumed (sweep.json and best_model.pt hold its last validation)"

@@ -8,6 +8,7 @@ settings, still print:
 - ``LeafSpec`` deprecation (Lightning calls torch's deprecated API on every run);
 - the prediction loop's search for a sampler's batch indices (PredictionWriter takes each row's
   index from the batch);
+- torch's deprecation of the all_gather that Lightning's ``all_gather`` calls under DDP;
 - the tip to install ``litlogger`` (an advertisement, printed on every command);
 - "callbacks returned in configure_callbacks will override ..." (the module's own progress bar
   and learning-rate monitor, which take the place of Lightning's: see the module);
@@ -28,6 +29,7 @@ from lightning.pytorch.utilities import rank_zero_info
 QUIET_WARNINGS = (
     (r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning, r"lightning\.pytorch\.utilities\._pytree"),
     (r"Couldn't infer the batch indices fetched from your dataloader", UserWarning, r"lightning\.pytorch\.loops\.prediction_loop"),
+    (r"torch\.distributed\.nn\.functional\.all_gather is deprecated", FutureWarning, r"lightning\.fabric\.utilities\.distributed"),
 )
 
 # (start of the message, module that logs it) of Lightning's info lines.

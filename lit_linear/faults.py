@@ -55,7 +55,12 @@ def _root_cause(error: BaseException) -> BaseException:
         chain.append(error)
         error = error.__cause__ or error.__context__
     storage = [e for e in chain if is_storage_fault(e)]
-    return storage[-1] if storage else chain[0]
+    if not storage:
+        return chain[0]
+    first = storage[-1]
+    # A StorageError is raised from its OSError, and it names the file.
+    wrapper = next((e for e in storage if isinstance(e, StorageError) and e.error is first), None)
+    return wrapper or first
 
 
 def is_lost_peer(error: BaseException) -> bool:
@@ -82,7 +87,8 @@ def ending(error: BaseException, subcommand: str | None) -> tuple[int, str] | No
         return 2, f"error: {_one_line(error)}"
     if is_lost_peer(error):
         rank = os.environ.get("RANK", os.environ.get("LOCAL_RANK", "?"))
-        return 1, f"process {rank} stopped: another process of this job has ended ({_one_line(str(error).split(']')[-1])[:120]})"
+        said = next((marker for marker in LOST_PEER if marker in str(error)), type(error).__name__)
+        return 1, f"process {rank} stopped: another process of this job has ended ({said})"
     return None
 
 

@@ -24,14 +24,15 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
 
-NAMES = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
+NAMES = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM", signal.SIGUSR1: "SIGUSR1 (SLURM requeue)"}
 
 
 class GracefulStop(Callback):
-    """Stops a fit on SIGINT or SIGTERM at the end of the current batch (see the module's doc).
+    """Stops a fit on SIGINT or SIGTERM (and SLURM's requeue signal) at the end of the current batch (see the module's doc).
 
     The CLI adds it to every run. After a fit, :attr:`stopped_by` is the signal that stopped it
     (None: it ran to ``max_steps``) and :attr:`exit_status` the status the process should exit with.
@@ -42,17 +43,26 @@ class GracefulStop(Callback):
         self.stopped_at: int | None = None
         self._received: int = 0  # the signal this process received, 0: none
         self._previous: dict[int, Any] = {}
+        self._requeue: Any = None  # Lightning's SLURM requeue handler, run once the stop is complete
 
     @property
     def exit_status(self) -> int | None:
-        """128 + the signal's number (130 for Ctrl-C, 143 for SIGTERM), or None when the fit was not stopped."""
+        """128 + the signal's number (130 for Ctrl-C, 143 for SIGTERM, 138 for SIGUSR1), or None when the fit was not stopped."""
         return None if self.stopped_by is None else 128 + int(self.stopped_by)
 
     def on_train_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         self.stopped_by, self.stopped_at, self._received = None, None, 0
-        if threading.current_thread() is threading.main_thread():  # signal handlers belong to the main thread
-            for signum in NAMES:
-                self._previous[signum] = signal.signal(signum, self._on_signal)
+        if threading.current_thread() is not threading.main_thread():  # signal handlers belong to the main thread
+            return
+        signals = [signal.SIGINT, signal.SIGTERM]
+        # Under SLURM, Lightning's SLURMEnvironment(auto_requeue=True) handles SIGUSR1 by saving a checkpoint
+        # and requeueing the job, from inside the handler: wherever the signal lands, mid-step included.
+        # That handler runs here once the stop is complete instead (on_train_end), at the step all processes stopped at.
+        if SLURMEnvironment.detect() and signal.getsignal(signal.SIGUSR1) not in (signal.SIG_DFL, signal.SIG_IGN, None):
+            signals.append(signal.SIGUSR1)
+        for signum in signals:
+            self._previous[signum] = signal.signal(signum, self._on_signal)
+        self._requeue = self._previous.get(signal.SIGUSR1)
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         if signum == signal.SIGINT and self._received == signal.SIGINT:  # pressed twice: stop now, the Lightning way
@@ -75,6 +85,8 @@ class GracefulStop(Callback):
 
     def on_train_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         self._restore()
+        if self.stopped_by == signal.SIGUSR1 and callable(self._requeue):
+            self._requeue(signal.SIGUSR1, None)  # every process: Lightning saves hpc_ckpt_<n>.ckpt, rank 0 requeues the job
 
     def on_exception(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", exception: BaseException) -> None:
         self._restore()

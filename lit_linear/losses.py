@@ -306,12 +306,14 @@ def grid_scores(W_flat: Tensor, X: Tensor) -> Tensor:
     The product runs in X's dtype and the scores are returned in W's. Under mixed precision X is
     narrower (bfloat16 or float16, :mod:`lit_linear.precision`): W is rounded to it for the product.
     """
-    W_x = W_flat.to(X.dtype)  # W itself when the dtypes agree
+    if X.dtype != W_flat.dtype:
+        # Rounded into nn.Linear's (K*C, D) layout: several times faster than (D, K*C) for 16-bit CPU
+        # kernels, and an ordinary transposed operand for cuBLAS.
+        W_x = torch.empty(W_flat.shape[::-1], dtype=X.dtype, device=X.device).copy_(W_flat.t())
+        return (X @ W_x.t()).to(W_flat.dtype)
     if W_flat.shape[1] <= NARROW_GRID:
-        scores = (W_x.t() @ X.t()).t()  # a transposed view; the loss heads work on any strides
-    else:
-        scores = X @ W_x
-    return scores.to(W_flat.dtype)
+        return (W_flat.t() @ X.t()).t()  # a transposed view; the loss heads work on any strides
+    return X @ W_flat
 
 
 def grid_gradient(X: Tensor, dscores: Tensor) -> Tensor:

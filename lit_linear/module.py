@@ -34,7 +34,7 @@ from lit_linear.data import Batch, CIFARDataModule, TrainBlock
 from lit_linear.errors import ConfigError, LitLinearError, SweepDivergedError
 from lit_linear.checkpoint_io import use_atomic_checkpoints
 from lit_linear.graphs import CapturedCall
-from lit_linear.losses import SCORES_GRAD, grid_gradient, grid_loss_factored
+from lit_linear.losses import SCORES_GRAD, grid_gradient, grid_loss_factored, grid_scores
 from lit_linear.lr_monitor import SweepLearningRateMonitor
 from lit_linear.metrics import GridAccuracy
 from lit_linear.optim import GridSGD
@@ -372,8 +372,9 @@ class LinearClassifierModule(pl.LightningModule):
     def _grid_scores(self, images: Tensor) -> Tensor:
         X = self._features(images)  # (n, D)
         D, K, C = self.W.shape
-        W = self.W.view(D, K * C).to(X.dtype)  # rounded to the product's dtype under mixed precision
-        return (X @ W).view(X.shape[0], K, C)  # (n, K, C); K may be 0 on a rank (model.split configs)
+        W = self.W.view(D, K * C)
+        scores = X @ W if X.dtype == W.dtype else grid_scores(W, X)  # mixed precision: W rounded as in training
+        return scores.view(X.shape[0], K, C)  # (n, K, C); K may be 0 on a rank (model.split configs)
 
     def validation_step(self, batch: dict[str, Batch | None], batch_idx: int) -> None:
         """A chunk of the training sample and one of the validation split (None once it is done)."""
@@ -433,13 +434,14 @@ class LinearClassifierModule(pl.LightningModule):
         top = self.results.best
         if self.trainer.barebones:  # Lightning refuses self.log in barebones mode
             return
-        # Logged as "step" too, so that the logger plots these at the SGD step they describe.
-        self.log("step", float(step))
-        self.log("val/acc", top.val_acc if top else 0.0, prog_bar=True)
+        # Logged as "step" too, so that the logger plots these at the SGD step they describe. Every
+        # process holds the same values (the results are gathered): sync_dist's mean keeps them.
+        self.log("step", float(step), sync_dist=True)
+        self.log("val/acc", top.val_acc if top else 0.0, prog_bar=True, sync_dist=True)
         if top is not None:
-            self.log("train/acc", top.train_acc)
+            self.log("train/acc", top.train_acc, sync_dist=True)
             if top.train_loss is not None:
-                self.log("train/loss", top.train_loss)
+                self.log("train/loss", top.train_loss, sync_dist=True)
 
     def _weights_state(self) -> tuple[int, Tensor | None]:
         """The SGD step the weights are at, and the configs frozen as diverged ``(K,)`` (None: not known).

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import os
 import pickle
+import random
+import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -73,17 +76,64 @@ def cifar100_dir(tmp_path_factory) -> Path:
     return write_cifar100(tmp_path_factory.mktemp("cifar100"))
 
 
-def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
-    """``python train.py ARGS`` in a subprocess on the CPU; returns the completed process (never raises)."""
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    return subprocess.run(
-        [sys.executable, str(REPO / "train.py"), *args],
-        cwd=cwd or REPO,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+def free_port() -> int:
+    """A free TCP port below the kernel's range of ephemeral ports, which outgoing connections (gloo's
+    among them) draw from: a port found free there cannot be taken by one of them before it is used."""
+    low, _ = (int(v) for v in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(max(1024, low - 12000), low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free TCP port below the ephemeral range")
+
+
+def start_cli(*args: str, env: dict | None = None, **popen) -> subprocess.Popen:
+    """``python train.py ARGS`` started in a process group of its own (its DDP processes join it), with a
+    free MASTER_PORT for Lightning's launcher."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "MASTER_PORT": str(free_port()), **(env or {})}
+    popen = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True, **popen}
+    return subprocess.Popen([sys.executable, str(REPO / "train.py"), *args], cwd=REPO, env=full_env, start_new_session=True, **popen)
+
+
+def wait_for(proc: subprocess.Popen, timeout: float, what: str) -> subprocess.CompletedProcess:
+    """Wait for ``proc`` at most ``timeout`` s; then end whatever is left of its process group. A process
+    still running then fails the test, saying so and showing the end of its output."""
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill_group(proc)
+        out, err = proc.communicate()
+        pytest.fail(f"{what} did not end within {timeout:.0f} s; the end of its output:\n{(out or '')[-2000:]}\n{(err or '')[-3000:]}")
+    kill_group(proc)  # nothing of a finished job may run on into the next test
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def group_alive(proc: subprocess.Popen) -> bool:
+    """Whether any process of ``proc``'s group (its DDP processes included) is still running."""
+    try:
+        os.killpg(proc.pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def run_cli(*args: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    """``python train.py ARGS`` in a subprocess on the CPU (see :func:`start_cli`); returns the completed process.
+
+    A run that outlives ``timeout`` is killed with all its processes and fails the test with its output."""
+    return wait_for(start_cli(*args, env=env), timeout, f"python train.py {args[0]}")
 
 
 def cli_args(data_dir: Path, root: Path, *extra: str, steps: int = 40, interval: int = 20) -> list[str]:

@@ -4,6 +4,8 @@ Used from the command line (``PYTHONPATH=tests``), e.g.
 ``--trainer.callbacks+=crash_probe.SignalAt --trainer.callbacks.step=30 --trainer.callbacks.signal=SIGKILL``.
 """
 
+from __future__ import annotations
+
 import json
 import os
 import shutil
@@ -22,13 +24,17 @@ class SignalAt(Callback):
 
     Args:
         step: the SGD step at which to send it.
-        signal: ``SIGKILL`` (a crash) or ``SIGINT`` (Ctrl-C).
+        signal: ``SIGKILL`` (a crash), ``SIGINT`` (Ctrl-C) or ``SIGTERM`` (a scheduler).
+        rank: the global rank that sends it to itself (None: every process), as ``timeout`` or ``kill``
+            reach the process the user started, or one process of a job fails alone.
     """
 
-    def __init__(self, step: int, signal: str = "SIGKILL") -> None:
-        self.step, self.signal, self._sent = step, signal, False
+    def __init__(self, step: int, signal: str = "SIGKILL", rank: int | None = None) -> None:
+        self.step, self.signal, self.rank, self._sent = step, signal, rank, False
 
     def on_train_batch_end(self, trainer, *args) -> None:
+        if self.rank is not None and trainer.global_rank != self.rank:
+            return
         if not self._sent and trainer.global_step >= self.step:
             self._sent = True
             os.kill(os.getpid(), getattr(signals, self.signal))

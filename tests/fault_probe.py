@@ -61,3 +61,27 @@ class FailingWriteAt(Callback):
     def on_train_batch_end(self, trainer, *args) -> None:
         if trainer.global_step >= self.step and (self.ranks is None or trainer.global_rank in self.ranks):
             raise disk_full()
+
+
+class FillDiskAt(Callback):
+    """Fills the file system of the run folder at the end of the batch that reaches ``step`` (rank 0), with
+    a file ``filler`` there: from then on every write to it fails, as the kernel says, with ENOSPC.
+
+    Args:
+        step: the SGD step.
+    """
+
+    def __init__(self, step: int) -> None:
+        self.step, self._done = step, False
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        if self._done or trainer.global_step < self.step or not trainer.is_global_zero:
+            return
+        self._done = True
+        with open(os.path.join(trainer.default_root_dir, "filler"), "wb", buffering=0) as f:
+            for size in (1 << 20, 4096, 1):
+                try:
+                    while f.write(b"\0" * size):
+                        pass
+                except OSError:  # full at this size: go on with smaller writes
+                    pass

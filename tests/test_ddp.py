@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
-from conftest import REPO, cli_args, run_cli, table_rows
+from conftest import REPO, cli_args, free_port, kill_group, run_cli, table_rows
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lit_linear import LinearClassifier
+from lit_linear.cli import main
 from lit_linear.sweep import config_name
 
 pytestmark = pytest.mark.slow
@@ -233,23 +237,10 @@ def test_a_mid_fit_checkpoint_of_two_processes_resumes_on_one(cifar10_dir, tmp_p
     assert_same_sweep(sweep_json(tmp_path / "straight"), sweep_json(tmp_path / "resumed"))
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_nodes_launched_by_torchrun_equal_one_device(cifar10_dir, tmp_path):
     """2 nodes x 1 process on this machine, each started by torchrun as on a cluster without SLURM."""
-    import os
-    import subprocess
-    import sys
-
     grid = ["--model.lr", "[0.01, 0.05, 0.1]", "--model.reg", "[0.0, 0.01]"]
-    one = run_cli("fit", *grid, *cli_args(cifar10_dir, tmp_path / "one"))
-    assert one.returncode == 0, one.stderr[-3000:]
+    main(["fit", *grid, *cli_args(cifar10_dir, tmp_path / "one")])
     port = free_port()
     # Each node's output goes to a file: a pipe that is not read while the other node runs could fill and block it.
     logs = [tmp_path / f"node{rank}.log" for rank in (0, 1)]
@@ -261,9 +252,18 @@ def test_two_nodes_launched_by_torchrun_equal_one_device(cifar10_dir, tmp_path):
                  str(rank), "--master_addr", "127.0.0.1", "--master_port", str(port), str(REPO / "train.py"), "fit", *grid,
                  *cli_args(cifar10_dir, tmp_path / "two", "--trainer.num_nodes", "2")],
                 cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True,
             ))  # fmt: skip
-    for node, log in zip(nodes, logs):
-        assert node.wait(timeout=600) == 0, log.read_text()[-3000:]
+    try:
+        for rank, (node, log) in enumerate(zip(nodes, logs)):
+            try:
+                status = node.wait(timeout=300)
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"torchrun node {rank} did not end within 300 s; its log ends:\n{log.read_text()[-3000:]}")
+            assert status == 0, f"torchrun node {rank} exited with {status}; its log ends:\n{log.read_text()[-3000:]}"
+    finally:
+        for node in nodes:
+            kill_group(node)
     assert "sweep: 6 configs" in logs[0].read_text()
     assert torch.allclose(last_w(tmp_path / "two"), last_w(tmp_path / "one"), rtol=1e-5, atol=1e-7)
     assert_same_sweep(sweep_json(tmp_path / "one"), sweep_json(tmp_path / "two"))

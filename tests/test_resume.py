@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 import torch
-from conftest import REPO, cli_args, run_cli, val_acc_steps
+from conftest import REPO, cli_args, run_cli, start_cli, val_acc_steps, wait_for
 
 from lit_linear import LinearClassifier
 
@@ -74,19 +73,13 @@ def test_resume_with_other_intervals_validates_at_the_new_steps(cifar10_dir, tmp
 def test_ctrl_c_stops_gracefully_with_a_usable_last_checkpoint(cifar10_dir, tmp_path):
     root = tmp_path / "run"
     args = cli_args(cifar10_dir, root, "--last_checkpoint.every_n_train_steps", "20", steps=1_000_000)
-    proc = subprocess.Popen(
-        [sys.executable, str(REPO / "train.py"), "fit", *args],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+    proc = start_cli("fit", *args, stderr=subprocess.STDOUT)
     last = root / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
-    try:
-        deadline = time.time() + 120
-        while time.time() < deadline and not last.exists():  # training is under way
-            time.sleep(0.1)
-        proc.send_signal(signal.SIGINT)
-        output, _ = proc.communicate(timeout=120)
-    finally:
-        proc.kill()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not last.exists():  # training is under way
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    output = wait_for(proc, 120, "a fit stopped by Ctrl-C").stdout
     assert proc.returncode == 130, output[-3000:]
     assert "Interrupted by Ctrl-C at step" in output and "resume with --ckpt_path last" in output
     ckpt = torch.load(last, weights_only=True)
