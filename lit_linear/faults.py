@@ -8,8 +8,8 @@ The rules, for one process and for several:
   keeps its last good file instead). The failing process leaves at once; the others notice at
   their next collective (at most one batch of steps away: :class:`~lit_linear.interrupts.GracefulStop`
   agrees once per batch), through the closed connection, and leave too.
-- A process leaves its process group before it exits: gloo aborts a process that exits with
-  connections to a peer that has gone.
+- A process leaves its process group before it exits, on a fault and at a normal end alike: gloo
+  aborts a process that exits with connections to a peer that has gone.
 - A fault of the environment (a full disk, a read-only folder, a missing permission) is one
   ``error:`` line naming the file, the OS error and what to do; a process that stops because
   another one left says so in one line; a bug keeps its traceback.
@@ -21,6 +21,7 @@ The rules, for one process and for several:
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
 import time
@@ -90,6 +91,24 @@ def ending(error: BaseException, subcommand: str | None) -> tuple[int, str] | No
         said = next((marker for marker in LOST_PEER if marker in str(error)), type(error).__name__)
         return 1, f"process {rank} stopped: another process of this job has ended ({said})"
     return None
+
+
+_leaves_at_exit = False  # leave_process_group is registered to run at exit
+
+
+def leave_process_group_at_exit() -> None:
+    """Leave the process group when this process exits, whatever way it exits normally.
+
+    Lightning does so for NCCL only. Left to the interpreter's teardown, gloo's process group
+    aborts the process (SIGABRT, "terminate called without an active exception") when its peer
+    has already closed the connections, which the process that exits last finds: a job whose
+    processes all finished then fails, and under torchrun the other node's agent waits minutes
+    for this one at its exit barrier.
+    """
+    global _leaves_at_exit
+    if not _leaves_at_exit and dist.is_available() and dist.is_initialized():
+        atexit.register(leave_process_group)
+        _leaves_at_exit = True
 
 
 def leave_process_group() -> None:

@@ -33,6 +33,7 @@ from lit_linear.classifier import LinearClassifier, gather_features, preprocess
 from lit_linear.data import Batch, CIFARDataModule, TrainBlock
 from lit_linear.errors import ConfigError, LitLinearError, SweepDivergedError
 from lit_linear.checkpoint_io import use_atomic_checkpoints
+from lit_linear.faults import leave_process_group_at_exit
 from lit_linear.graphs import CapturedCall
 from lit_linear.losses import SCORES_GRAD, grid_gradient, grid_loss_factored, grid_scores
 from lit_linear.lr_monitor import SweepLearningRateMonitor
@@ -190,6 +191,7 @@ class LinearClassifierModule(pl.LightningModule):
         if isinstance(datamodule, CIFARDataModule):
             datamodule.shard_rows = not self.shards.splits_configs
         self._product_dtype = product_dtype(self.trainer.precision)
+        leave_process_group_at_exit()
         if stage == "fit":
             check_fit_settings(self.trainer)
             use_atomic_checkpoints(self.trainer)
