@@ -11,9 +11,10 @@
 # 2. uses DATA_DIR (holding cifar-10-batches-py) or writes a synthetic CIFAR-10 of the real size
 #    (50,000 + 10,000 images): the timings do not depend on what the pixels show;
 # 3. runs tests/test_cuda.py, then benchmarks/grid.py on CUDA eagerly and with --model.cuda_graph
-#    true (ms per SGD step of 1 and 25 configs, against the plain loop).
+#    true (ms per SGD step of 1 and 25 configs, against the plain loop), then benchmarks/precision.py
+#    (ms per SGD step and whole fits of 25 and 1,000 configs in 32-true, TF32 and bf16-mixed).
 #
-# Everything it prints also lands in OUT_DIR (env.txt, test_cuda.log, grid_*.log and grid_*.json).
+# Everything it prints also lands in OUT_DIR (env.txt, test_cuda.log, grid_*, precision.log and .json).
 # A failing step is recorded and the next one still runs; the exit status is the first failure's.
 set -uo pipefail
 OUT=${1:?usage: bash benchmarks/gpu_check.sh OUT_DIR [DATA_DIR]}
@@ -62,5 +63,7 @@ fi
 step test_cuda python3 -m pytest -q -rs tests/test_cuda.py
 step grid_eager python3 benchmarks/grid.py --data-dir "$DATA" --accelerator cuda --out "$OUT/grid_eager.json"
 step grid_graphs python3 benchmarks/grid.py --data-dir "$DATA" --accelerator cuda --cuda-graph --out "$OUT/grid_graphs.json"
+step precision python3 benchmarks/precision.py --data-dir "$DATA" --accelerator cuda --configs 25 1000 \
+    --precisions 32-true tf32 bf16-mixed --steps 1000 --out "$OUT/precision.json"
 echo "== results in $OUT; first failing exit status: $status"
 exit "$status"

@@ -63,13 +63,18 @@ def _check_steps(trainer: pl.Trainer) -> None:
         )
     if trainer.fast_dev_run:
         return  # Lightning's own settings: fast_dev_run steps, then one validation
-    for name in ("max_epochs", "min_epochs"):
-        value = getattr(trainer, name)
-        if value is not None and value not in (-1, 0):
-            raise ConfigError(
-                f"trainer.{name} ({value}) cannot apply: training is one stream of SGD steps with no epochs; "
-                f"set --trainer.{name.replace('epochs', 'steps')} instead"
-            )
+    if trainer.max_epochs not in (None, -1):
+        raise ConfigError(
+            f"trainer.max_epochs ({trainer.max_epochs}) cannot apply: training is one stream of SGD steps with no "
+            "epochs; set --trainer.max_steps instead"
+        )
+    if trainer.min_epochs or trainer.min_steps:
+        # Lightning turns min_steps into min_epochs 1 as well, which an endless epoch never meets.
+        name, value = ("min_steps", trainer.min_steps) if trainer.min_steps else ("min_epochs", trainer.min_epochs)
+        raise ConfigError(
+            f"trainer.{name} ({value}) cannot apply: with it, Lightning lets no stop (EarlyStopping, Ctrl-C, "
+            "SIGTERM) end the fit before an epoch ends, and the training stream is one endless epoch; leave it unset"
+        )
     if trainer.limit_train_batches != 1.0:
         raise ConfigError(
             f"trainer.limit_train_batches ({trainer.limit_train_batches}) cannot apply: training is one stream of "

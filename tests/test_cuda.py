@@ -122,3 +122,20 @@ def test_a_capture_that_fails_falls_back_to_eager_with_one_warning():
         results = [call(x) for _ in range(4)]
     assert call.failed and call.graph is None
     assert all(torch.equal(r, syncs(x)) for r in results)
+
+
+@pytest.mark.parametrize("precision", ["16-mixed", "bf16-mixed"])
+def test_mixed_precision_on_gpu_trains_w_in_float32_close_to_32_true(cifar10_dir, tmp_path, precision):
+    """On CUDA, 16-mixed brings Lightning's GradScaler, which the module removes (it would skip the step)."""
+    runs = {}
+    for name in ("32-true", precision):
+        fit = run_cli("fit", *GRID, *cli_args(cifar10_dir, tmp_path / name, "--trainer.accelerator", "gpu", "--trainer.precision", name))
+        assert fit.returncode == 0, fit.stderr[-3000:]
+        version = tmp_path / name / "lightning_logs" / "version_0"
+        ckpt = torch.load(version / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
+        runs[name] = (ckpt["global_step"], ckpt["state_dict"]["W"], json.loads((version / "sweep.json").read_text()))
+    (step_32, w_32, sweep_32), (step_mixed, w_mixed, sweep_mixed) = runs["32-true"], runs[precision]
+    assert step_mixed == step_32 == 40 and w_mixed.dtype == torch.float32
+    assert not torch.equal(w_mixed, w_32), "the products ran in 16 bits"
+    assert torch.allclose(w_mixed, w_32, rtol=2e-2, atol=2e-3)
+    assert sweep_mixed["best"]["val_acc"] == pytest.approx(sweep_32["best"]["val_acc"], abs=1 / 60)
