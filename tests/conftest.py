@@ -136,6 +136,22 @@ def run_cli(*args: str, timeout: float = 300, env: dict | None = None) -> subpro
     return wait_for(start_cli(*args, env=env), timeout, f"python train.py {args[0]}")
 
 
+def run_main(capfd, *args: str) -> subprocess.CompletedProcess:
+    """``main(ARGS)`` in this process, as :func:`run_cli` runs it in another: its exit status and what it
+    printed (``capfd``, since Lightning's logging writes to the file descriptors). For runs where a
+    separate process is not the point: it saves Lightning's start-up, seconds a run."""
+    from lit_linear.cli import main
+
+    capfd.readouterr()
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exit_info:
+        code = exit_info.code if isinstance(exit_info.code, int) else int(exit_info.code is not None)
+    out, err = capfd.readouterr()
+    return subprocess.CompletedProcess(["main", *args], code, out, err)
+
+
 def cli_args(data_dir: Path, root: Path, *extra: str, steps: int = 40, interval: int = 20) -> list[str]:
     """Arguments of a small, fast CPU fit: 2 x 2 softmax grid, batch 20, no progress bar."""
     return [

@@ -11,7 +11,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 import pytest
 import torch
-from conftest import REPO, cli_args, run_cli, table_rows, val_acc_steps
+from conftest import REPO, cli_args, run_cli, run_main, table_rows, val_acc_steps
 
 from lit_linear import LinearClassifier, LinearClassifierModule
 from lit_linear.cifar import load_split
@@ -56,10 +56,10 @@ def test_fit_writes_the_run_under_the_root_folder(fitted):
     assert "LeafSpec" not in result.stderr, "Lightning's internal deprecation is silenced"
 
 
-def test_test_subcommand_scores_the_best_config(fitted, cifar10_dir):
+def test_test_subcommand_scores_the_best_config(fitted, cifar10_dir, capfd):
     root, _ = fitted
     for ckpt_path in ("best", "last", str(run_dir(root) / "checkpoints" / "best.ckpt")):
-        result = run_cli("test", *FITTED, "--ckpt_path", ckpt_path, *cli_args(cifar10_dir, root))
+        result = run_main(capfd, "test", *FITTED, "--ckpt_path", ckpt_path, *cli_args(cifar10_dir, root))
         assert result.returncode == 0, result.stderr[-3000:]
         assert f"test results logged to {root / 'lightning_logs'}" in result.stdout
         match = re.search(r"test/acc\s*│?\s*([0-9.]+)", result.stdout)
@@ -70,10 +70,10 @@ def test_test_subcommand_scores_the_best_config(fitted, cifar10_dir):
         assert float(match.group(1)) == pytest.approx(expected, abs=1e-4)
 
 
-def test_predict_subcommand_writes_predictions_csv(fitted, cifar10_dir):
+def test_predict_subcommand_writes_predictions_csv(fitted, cifar10_dir, capfd):
     root, _ = fitted
     before = set((root / "lightning_logs").iterdir())
-    result = run_cli("predict", *FITTED, "--ckpt_path", "best", *cli_args(cifar10_dir, root))
+    result = run_main(capfd, "predict", *FITTED, "--ckpt_path", "best", *cli_args(cifar10_dir, root))
     assert result.returncode == 0, result.stderr[-3000:]
     (new_run,) = set((root / "lightning_logs").iterdir()) - before
     assert f"predictions written to {new_run / 'predictions.csv'}" in result.stdout
@@ -101,13 +101,13 @@ def lightning_metrics(stdout: str) -> dict[str, list[str]]:
     return {row[0]: row[1:] for row in rows if row and "─" not in row[0]}
 
 
-def test_validate_remeasures_the_checkpoints_configs(fitted, cifar10_dir):
+def test_validate_remeasures_the_checkpoints_configs(fitted, cifar10_dir, capfd):
     root, fit = fitted
     run = run_dir(root)
     before = files_of(run)
     _, fit_rows = table_rows(fit.stdout)
     for ckpt_path in ("best", "last", str(run / "checkpoints" / "last.ckpt")):
-        result = run_cli("validate", *FITTED, "--ckpt_path", ckpt_path, *cli_args(cifar10_dir, root))
+        result = run_main(capfd, "validate", *FITTED, "--ckpt_path", ckpt_path, *cli_args(cifar10_dir, root))
         assert result.returncode == 0, result.stderr[-3000:]
         name = "best" if ckpt_path == "best" else "last"
         step = torch.load(run / "checkpoints" / f"{name}.ckpt", weights_only=True)["global_step"]
@@ -141,36 +141,37 @@ def test_validate_keeps_the_recorded_status_of_a_diverged_config(cifar10_dir, tm
     assert float(rows[0][3].rstrip("%")) == pytest.approx(100 * sweep["configs"][0]["val_acc"], abs=0.006)
 
 
-def test_validate_without_a_checkpoint_is_refused_before_reading_data(tmp_path):
-    result = run_cli("validate", *cli_args(tmp_path / "no_data", tmp_path / "runs"))
+def test_validate_without_a_checkpoint_is_refused_before_reading_data(tmp_path, capfd):
+    result = run_main(capfd, "validate", *cli_args(tmp_path / "no_data", tmp_path / "runs"))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert "--ckpt_path" in line and "not found" not in result.stderr
     assert not (tmp_path / "runs").exists(), "nothing validated, nothing logged"
 
 
-def test_test_without_a_checkpoint_explains_what_is_missing(cifar10_dir, tmp_path):
-    result = run_cli("test", *cli_args(cifar10_dir, tmp_path))
+def test_test_without_a_checkpoint_explains_what_is_missing(cifar10_dir, tmp_path, capfd):
+    result = run_main(capfd, "test", *cli_args(cifar10_dir, tmp_path))
     assert result.returncode != 0
     assert "--ckpt_path" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_ckpt_path_best_without_a_fit_names_where_it_looked(cifar10_dir, tmp_path):
-    result = run_cli("test", "--ckpt_path", "best", *cli_args(cifar10_dir, tmp_path))
+def test_ckpt_path_best_without_a_fit_names_where_it_looked(cifar10_dir, tmp_path, capfd):
+    result = run_main(capfd, "test", "--ckpt_path", "best", *cli_args(cifar10_dir, tmp_path))
     assert result.returncode == 2
     assert "no best.ckpt" in result.stderr and str(tmp_path) in result.stderr
 
 
-def test_ckpt_path_best_takes_the_newest_run_of_this_config(cifar10_dir, tmp_path):
+def test_ckpt_path_best_takes_the_newest_run_of_this_config(cifar10_dir, tmp_path, capfd):
     """fit softmax, then fit svm: test --config softmax --ckpt_path best takes the softmax run."""
     for config in ("softmax.yaml", "svm.yaml"):
-        fit = run_cli("fit", "--config", str(REPO / "configs" / config), *cli_args(cifar10_dir, tmp_path, steps=20))
+        fit = run_main(capfd, "fit", "--config", str(REPO / "configs" / config), *cli_args(cifar10_dir, tmp_path, steps=20))
         assert fit.returncode == 0, fit.stderr[-3000:]
+    # A process of its own: Lightning logs the checkpoint it restores to a stream this process's capture does not see.
     result = run_cli("test", "--config", str(REPO / "configs" / "softmax.yaml"), "--ckpt_path", "best",
                      *cli_args(cifar10_dir, tmp_path))  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert str(run_dir(tmp_path, 0) / "checkpoints" / "best.ckpt") in result.stdout + result.stderr
-    other = run_cli("test", "--config", str(REPO / "configs" / "softmax.yaml"), "--ckpt_path", "last",
+    other = run_main(capfd, "test", "--config", str(REPO / "configs" / "softmax.yaml"), "--ckpt_path", "last",
                     "--model.reg", "0.5", *cli_args(cifar10_dir, tmp_path))  # fmt: skip
     assert other.returncode == 2
     (line,) = [line for line in other.stderr.splitlines() if line.startswith("error:")]
@@ -178,8 +179,8 @@ def test_ckpt_path_best_takes_the_newest_run_of_this_config(cifar10_dir, tmp_pat
     assert "lightning_logs/version_1: model.loss 'svm' (this run 'softmax')" in line
 
 
-def test_help_documents_every_model_and_data_option():
-    result = run_cli("fit", "--help")
+def test_help_documents_every_model_and_data_option(capfd):
+    result = run_main(capfd, "fit", "--help")
     assert result.returncode == 0
     for option, words in {
         "--model.loss": "svm",
@@ -199,8 +200,8 @@ def test_help_documents_every_model_and_data_option():
     assert "steps_per_batch" not in result.stdout, "the package groups steps itself"
 
 
-def test_an_optimizer_option_is_refused_in_one_line(tmp_path):
-    result = run_cli("fit", *cli_args(tmp_path, tmp_path / "run"), "--optimizer", "Adam")
+def test_an_optimizer_option_is_refused_in_one_line(tmp_path, capfd):
+    result = run_main(capfd, "fit", *cli_args(tmp_path, tmp_path / "run"), "--optimizer", "Adam")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "--optimizer" in result.stderr
 

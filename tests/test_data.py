@@ -19,7 +19,7 @@ from lightning.fabric.utilities.apply_func import move_data_to_device
 from torchvision.datasets import CIFAR10
 
 import lit_linear.cifar as cifar
-from conftest import CIFAR10_NAMES, cli_args, run_cli, write_cifar10
+from conftest import CIFAR10_NAMES, cli_args, run_main, write_cifar10
 from lit_linear.cifar import CIFAR100_CLASSES, PIXELS, load_split
 from lit_linear.classifier import preprocess
 from lit_linear.data import Batch, CIFARDataModule, EvalBatches, TrainBatches, TrainBlock
@@ -407,18 +407,18 @@ def _one_error_line(proc) -> str:
 
 
 @pytest.mark.slow
-def test_cli_missing_folder(tmp_path):
+def test_cli_missing_folder(tmp_path, capfd):
     missing = tmp_path / "no_data"
-    line = _one_error_line(run_cli("fit", *cli_args(missing, tmp_path / "runs")))
+    line = _one_error_line(run_main(capfd, "fit", *cli_args(missing, tmp_path / "runs")))
     assert str(missing / "cifar-10-batches-py") in line and "--data.download true" in line
 
 
 @pytest.mark.slow
-def test_cli_corrupted_batch(tmp_path):
+def test_cli_corrupted_batch(tmp_path, capfd):
     root = write_cifar10(tmp_path / "data")
     path = root / "cifar-10-batches-py" / "data_batch_3"
     path.write_bytes(path.read_bytes()[:1000])
-    line = _one_error_line(run_cli("fit", *cli_args(root, tmp_path / "runs")))
+    line = _one_error_line(run_main(capfd, "fit", *cli_args(root, tmp_path / "runs")))
     assert str(path) in line and "truncated or corrupted" in line
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -10,7 +11,7 @@ import sys
 
 import pytest
 import torch
-from conftest import REPO, cli_args, free_port, kill_group, run_cli, table_rows
+from conftest import REPO, cli_args, free_port, kill_group, run_cli, run_main, table_rows
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lit_linear import LinearClassifier
@@ -57,8 +58,7 @@ def test_two_ddp_processes_equal_one_device(cifar10_dir, tmp_path):
     keeps the same ones, and the gradient is averaged across them at every step."""
     grid = ["--model.lr", "{low: 0.01, high: 0.2}", "--model.reg", "[0.0, 0.01]", "--model.num_configs", "6",
             "--model.halving_factor", "2"]  # fmt: skip
-    one = run_cli("fit", *grid, *cli_args(cifar10_dir, tmp_path / "one"))
-    assert one.returncode == 0, one.stderr[-3000:]
+    main(["fit", *grid, *cli_args(cifar10_dir, tmp_path / "one")])
     two = run_cli(
         "fit", *grid, *cli_args(cifar10_dir, tmp_path / "two", *TWO, "--model.split", "minibatch"),
         *probes(tmp_path / "ranks"), env=PROBES, timeout=600,
@@ -92,8 +92,7 @@ def test_split_by_configs_equals_one_device_with_no_traffic_while_training(cifar
     """Each rank trains its own configs on whole minibatches, with no collective in any training
     batch; the sweep (results, best config, checkpoint, TensorBoard runs) is the one device's."""
     tensorboard = ["--trainer.callbacks+=lit_linear.SweepTensorBoard"]
-    one = run_cli("fit", *grid, *cli_args(cifar10_dir, tmp_path / "one", *tensorboard, steps=60))
-    assert one.returncode == 0, one.stderr[-3000:]
+    main(["fit", *grid, *cli_args(cifar10_dir, tmp_path / "one", *tensorboard, steps=60)])
     two = run_cli(
         "fit", *grid, *cli_args(cifar10_dir, tmp_path / "two", *TWO, *tensorboard, "--model.split", "configs", steps=60),
         *probes(tmp_path / "ranks"), env=PROBES, timeout=600,
@@ -147,19 +146,20 @@ def test_split_by_configs_equals_one_device_with_no_traffic_while_training(cifar
         assert ("templates" in runs[1].Tags()["images"]) == (config["status"] == "ok")
 
 
-def test_test_and_predict_under_ddp_equal_one_device(cifar10_dir, tmp_path):
+def test_test_and_predict_under_ddp_equal_one_device(cifar10_dir, tmp_path, capfd):
     """Each rank scores its shard of the test split; the metric and the CSV gather them all."""
     import re
 
     root = tmp_path / "run"
     grid = ["--model.lr", "[0.01, 0.1]", "--model.reg", "[0.0, 0.01]"]
-    assert run_cli("fit", *grid, *cli_args(cifar10_dir, root)).returncode == 0
+    main(["fit", *grid, *cli_args(cifar10_dir, root)])
     outputs = {}
     for name, devices in (("one", []), ("two", ["--trainer.devices", "2", "--trainer.strategy", "ddp"])):
-        test = run_cli("test", *grid, "--ckpt_path", "best", *cli_args(cifar10_dir, root, *devices), timeout=600)
+        run = functools.partial(run_main, capfd) if name == "one" else run_cli
+        test = run("test", *grid, "--ckpt_path", "best", *cli_args(cifar10_dir, root, *devices))
         assert test.returncode == 0, test.stderr[-3000:]
         before = set((root / "lightning_logs").iterdir())
-        predict = run_cli("predict", *grid, "--ckpt_path", "best", *cli_args(cifar10_dir, root, *devices), timeout=600)
+        predict = run("predict", *grid, "--ckpt_path", "best", *cli_args(cifar10_dir, root, *devices))
         assert predict.returncode == 0, predict.stderr[-3000:]
         (run,) = set((root / "lightning_logs").iterdir()) - before
         outputs[name] = (re.search(r"test/acc\s*│?\s*([0-9.]+)", test.stdout).group(1), (run / "predictions.csv").read_text())
@@ -167,15 +167,16 @@ def test_test_and_predict_under_ddp_equal_one_device(cifar10_dir, tmp_path):
     assert outputs["one"][1].count("\n") == 61
 
 
-def test_validate_under_ddp_equals_one_device(cifar10_dir, tmp_path):
+def test_validate_under_ddp_equals_one_device(cifar10_dir, tmp_path, capfd):
     """Each rank measures its shard of both splits; the accuracies sum the shards, so the table is the same."""
     root = tmp_path / "run"
     grid = ["--model.lr", "{low: 0.01, high: 0.2}", "--model.reg", "[0.0, 0.01]", "--model.num_configs", "6",
             "--model.halving_factor", "2"]  # fmt: skip
-    assert run_cli("fit", *grid, *cli_args(cifar10_dir, root)).returncode == 0
+    main(["fit", *grid, *cli_args(cifar10_dir, root)])
     printed = {}
     for name, devices in (("one", []), ("two", ["--trainer.devices", "2", "--trainer.strategy", "ddp"])):
-        result = run_cli("validate", *grid, "--ckpt_path", "last", *cli_args(cifar10_dir, root, *devices), timeout=600)
+        run = functools.partial(run_main, capfd) if name == "one" else run_cli
+        result = run("validate", *grid, "--ckpt_path", "last", *cli_args(cifar10_dir, root, *devices))
         assert result.returncode == 0, result.stderr[-3000:]
         title, rows = table_rows(result.stdout)
         metrics = result.stdout.split("Validate metric")[1]
@@ -191,20 +192,24 @@ SEARCH = ["--model.lr", "{low: 0.01, high: 0.2}", "--model.reg", "[0.0, 0.01]", 
 DEVICES = {1: [], 2: [*TWO, "--model.split", "configs"]}
 
 
+def fit_on(processes: int, *args: str) -> None:
+    """``fit ARGS``: one process in this one, two as a real job."""
+    if processes == 1:
+        main(["fit", *args])
+        return
+    result = run_cli("fit", *args)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
 @pytest.mark.parametrize(("before", "after"), [(2, 1), (1, 2)], ids=["2 -> 1 process", "1 -> 2 processes"])
 def test_a_fit_checkpointed_on_n_processes_resumes_on_m_as_a_straight_fit_on_m(cifar10_dir, tmp_path, before, after):
     """The checkpoint holds the whole sweep in config order, whatever the process count that wrote it.
 
     Halved at 20 and 40 (7 -> 4 -> 2 configs; the halving at 40, the first fit's last validation,
     is done by the resumed fit), then at 60 to 1 config: one of two processes is left with none."""
-    straight = run_cli("fit", *SEARCH, *cli_args(cifar10_dir, tmp_path / "straight", *DEVICES[after], steps=80), timeout=600)
-    assert straight.returncode == 0, straight.stderr[-3000:]
-    first = run_cli("fit", *SEARCH, *cli_args(cifar10_dir, tmp_path / "resumed", *DEVICES[before], steps=40), timeout=600)
-    assert first.returncode == 0, first.stderr[-3000:]
-    second = run_cli(
-        "fit", *SEARCH, "--ckpt_path", "last", *cli_args(cifar10_dir, tmp_path / "resumed", *DEVICES[after], steps=80), timeout=600
-    )  # fmt: skip
-    assert second.returncode == 0, second.stderr[-3000:]
+    fit_on(after, *SEARCH, *cli_args(cifar10_dir, tmp_path / "straight", *DEVICES[after], steps=80))
+    fit_on(before, *SEARCH, *cli_args(cifar10_dir, tmp_path / "resumed", *DEVICES[before], steps=40))
+    fit_on(after, *SEARCH, "--ckpt_path", "last", *cli_args(cifar10_dir, tmp_path / "resumed", *DEVICES[after], steps=80))
 
     a = torch.load(tmp_path / "straight/lightning_logs/version_0/checkpoints/last.ckpt", weights_only=True)
     b = torch.load(tmp_path / "resumed/lightning_logs/version_1/checkpoints/last.ckpt", weights_only=True)
@@ -219,17 +224,14 @@ def test_a_mid_fit_checkpoint_of_two_processes_resumes_on_one(cifar10_dir, tmp_p
     right after that save would leave it, written by two processes split by configs: resumed on one
     process it ends as a straight fit on one does."""
     every = ["--last_checkpoint.every_n_train_steps", "10"]
-    straight = run_cli("fit", *SEARCH, *cli_args(cifar10_dir, tmp_path / "straight", *every, steps=80), timeout=600)
-    assert straight.returncode == 0, straight.stderr[-3000:]
+    main(["fit", *SEARCH, *cli_args(cifar10_dir, tmp_path / "straight", *every, steps=80)])
     copy = tmp_path / "step30.ckpt"
     probe = ["--trainer.callbacks+=crash_probe.CopyLastAt", "--trainer.callbacks.step=30", f"--trainer.callbacks.path={copy}"]
     two = run_cli("fit", *SEARCH, *cli_args(cifar10_dir, tmp_path / "two", *DEVICES[2], *every, steps=80), *probe,
                   env=PROBES, timeout=600)  # fmt: skip
     assert two.returncode == 0, two.stderr[-3000:]
     assert torch.load(copy, weights_only=True)["global_step"] == 30
-    resumed = run_cli("fit", *SEARCH, "--ckpt_path", str(copy), *cli_args(cifar10_dir, tmp_path / "resumed", *every, steps=80),
-                      timeout=600)  # fmt: skip
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    main(["fit", *SEARCH, "--ckpt_path", str(copy), *cli_args(cifar10_dir, tmp_path / "resumed", *every, steps=80)])
     a = torch.load(tmp_path / "straight/lightning_logs/version_0/checkpoints/last.ckpt", weights_only=True)
     b = torch.load(tmp_path / "resumed/lightning_logs/version_0/checkpoints/last.ckpt", weights_only=True)
     assert torch.equal(a["state_dict"]["columns"], b["state_dict"]["columns"])

@@ -12,6 +12,7 @@ import torch
 from conftest import REPO, cli_args, run_cli, start_cli, val_acc_steps, wait_for
 
 from lit_linear import LinearClassifier
+from lit_linear.cli import main
 
 pytestmark = pytest.mark.slow
 
@@ -37,12 +38,9 @@ def assert_same_end(run_a, run_b):
     "blocks", [[], ["--trainer.val_check_interval", "5"]], ids=["20 steps a batch", "5 steps a batch"]
 )
 def test_resume_from_last_checkpoint_is_exact(cifar10_dir, tmp_path, blocks):
-    straight = run_cli("fit", *GRID, *cli_args(cifar10_dir, tmp_path / "straight", *blocks, steps=80))
-    assert straight.returncode == 0, straight.stderr[-3000:]
-    first = run_cli("fit", *GRID, *cli_args(cifar10_dir, tmp_path / "resumed", *blocks, steps=40))
-    assert first.returncode == 0, first.stderr[-3000:]
-    second = run_cli("fit", *GRID, "--ckpt_path", "last", *cli_args(cifar10_dir, tmp_path / "resumed", *blocks, steps=80))
-    assert second.returncode == 0, second.stderr[-3000:]
+    main(["fit", *GRID, *cli_args(cifar10_dir, tmp_path / "straight", *blocks, steps=80)])
+    main(["fit", *GRID, *cli_args(cifar10_dir, tmp_path / "resumed", *blocks, steps=40)])
+    main(["fit", *GRID, "--ckpt_path", "last", *cli_args(cifar10_dir, tmp_path / "resumed", *blocks, steps=80)])
 
     straight_run, resumed_run = tmp_path / "straight" / "lightning_logs" / "version_0", tmp_path / "resumed" / "lightning_logs" / "version_1"
     assert_same_end(straight_run, resumed_run)
@@ -59,14 +57,12 @@ def test_resume_with_other_intervals_validates_at_the_new_steps(cifar10_dir, tmp
 
     Fails loudly if Lightning's checkpoint format for its batch count changes (the module rewrites it)."""
     every = ("--last_checkpoint.every_n_train_steps", "20", "--trainer.log_every_n_steps", "20")
-    first = run_cli("fit", *cli_args(cifar10_dir, tmp_path, *every, steps=40))
-    assert first.returncode == 0, first.stderr[-3000:]
+    main(["fit", *cli_args(cifar10_dir, tmp_path, *every, steps=40)])
     ckpt = torch.load(tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["steps_per_batch"] == 20
     assert ckpt["loops"]["fit_loop"]["epoch_loop.batch_progress"]["total"]["completed"] == 2
     every = ("--last_checkpoint.every_n_train_steps", "30", "--trainer.log_every_n_steps", "30")
-    resumed = run_cli("fit", "--ckpt_path", "last", *cli_args(cifar10_dir, tmp_path, *every, steps=90, interval=30))
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    main(["fit", "--ckpt_path", "last", *cli_args(cifar10_dir, tmp_path, *every, steps=90, interval=30)])
     assert val_acc_steps(tmp_path / "lightning_logs" / "version_1") == [60, 90]
 
 
@@ -93,8 +89,7 @@ def test_ctrl_c_stops_gracefully_with_a_usable_last_checkpoint(cifar10_dir, tmp_
 
     # Usable: training continues from it and finishes the sweep at the next validation.
     target = (step // 20 + 1) * 20
-    resumed = run_cli("fit", "--ckpt_path", "last", *cli_args(cifar10_dir, root, steps=target))
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    main(["fit", "--ckpt_path", "last", *cli_args(cifar10_dir, root, steps=target)])
     sweep = json.loads((root / "lightning_logs" / "version_1" / "sweep.json").read_text())
     assert sweep["step"] == target
 
@@ -109,11 +104,11 @@ SWEEPS = {
 PROBES = {"PYTHONPATH": str(REPO / "tests")}
 
 
-def probed_fit(cifar10_dir, root, sweep, *extra):
+def probed_args(cifar10_dir, root, sweep, *extra):
     """An 80-step fit of ``sweep`` with every batch's minibatch rows logged to ``root/rows.jsonl``."""
     log = ["--trainer.callbacks+=crash_probe.RowLog", f"--trainer.callbacks.path={root / 'rows.jsonl'}"]
     every = ("--last_checkpoint.every_n_train_steps", "10")
-    return run_cli("fit", *SWEEPS[sweep], *cli_args(cifar10_dir, root, *every, steps=80), *log, *extra, env=PROBES)
+    return ["fit", *SWEEPS[sweep], *cli_args(cifar10_dir, root, *every, steps=80), *log, *extra]
 
 
 def rows_by_step(root) -> dict[int, list[int]]:
@@ -135,8 +130,7 @@ def straight_runs(cifar10_dir, tmp_path_factory):
     def get(sweep):
         if sweep not in runs:
             root = tmp_path_factory.mktemp(f"straight-{sweep}")
-            fit = probed_fit(cifar10_dir, root, sweep)
-            assert fit.returncode == 0, fit.stderr[-3000:]
+            main(probed_args(cifar10_dir, root, sweep))
             runs[sweep] = root
         return runs[sweep]
 
@@ -157,7 +151,7 @@ def test_a_fit_stopped_at_any_step_resumes_exactly(cifar10_dir, tmp_path, straig
     """A real SIGKILL (no save at the crash) or Ctrl-C (graceful stop: validates and saves), then
     ``--ckpt_path last``: the same minibatch at every step, and the same end as one uninterrupted fit."""
     probe = ["--trainer.callbacks+=crash_probe.SignalAt", f"--trainer.callbacks.step={at}", f"--trainer.callbacks.signal={signal}"]
-    stopped = probed_fit(cifar10_dir, tmp_path, sweep, *probe)
+    stopped = run_cli(*probed_args(cifar10_dir, tmp_path, sweep, *probe), env=PROBES)  # a real process, real signals
     assert stopped.returncode == (-9 if signal == "SIGKILL" else 130), stopped.stderr[-3000:]
     last = tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
     assert torch.load(last, weights_only=True)["global_step"] == resumes_from
@@ -167,8 +161,7 @@ def test_a_fit_stopped_at_any_step_resumes_exactly(cifar10_dir, tmp_path, straig
         "".join(line + "\n" for line in (tmp_path / "rows.jsonl").read_text().splitlines()
                 if json.loads(line)["step"] < resumes_from)  # fmt: skip
     )
-    resumed = probed_fit(cifar10_dir, tmp_path, sweep, "--ckpt_path", "last")
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    main(probed_args(cifar10_dir, tmp_path, sweep, "--ckpt_path", "last"))
 
     straight = straight_runs(sweep)
     assert rows_by_step(tmp_path) == rows_by_step(straight)  # every step once, each with its own minibatch

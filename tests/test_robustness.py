@@ -11,7 +11,7 @@ import pickle
 import lightning.pytorch as pl
 import pytest
 import torch
-from conftest import cli_args, run_cli
+from conftest import cli_args, run_cli, run_main
 
 from lit_linear import CIFARDataModule, LinearClassifierModule, PredictionWriter, SweepDivergedError
 from lit_linear.errors import StorageError
@@ -127,8 +127,8 @@ def test_when_every_config_diverges_fit_says_so_and_writes_no_model(cifar10_dir,
 
 
 @pytest.mark.slow
-def test_all_diverged_exit_status_from_the_cli(cifar10_dir, tmp_path):
-    result = run_cli("fit", *cli_args(cifar10_dir, tmp_path), "--model.lr", "[1e6]", "--model.reg", "[1e-3]")
+def test_all_diverged_exit_status_from_the_cli(cifar10_dir, tmp_path, capfd):
+    result = run_main(capfd, "fit", *cli_args(cifar10_dir, tmp_path), "--model.lr", "[1e6]", "--model.reg", "[1e-3]")
     assert result.returncode == 1
     assert "error: every one of the 1 configs diverged" in result.stderr
     assert "Traceback" not in result.stderr

@@ -8,7 +8,7 @@ import math
 import lightning.pytorch as pl
 import pytest
 import torch
-from conftest import REPO, cli_args, run_cli, table_rows, val_acc_steps
+from conftest import REPO, cli_args, run_main, table_rows, val_acc_steps
 
 from lit_linear import LinearClassifier, LinearClassifierModule
 from lit_linear.cli import main
@@ -130,9 +130,9 @@ def test_validate_keeps_what_halving_recorded_and_remeasures_the_rest(cifar10_di
 
 
 @pytest.mark.slow
-def test_test_and_predict_use_the_survivor_of_a_halved_search(cifar10_dir, tmp_path):
+def test_test_and_predict_use_the_survivor_of_a_halved_search(cifar10_dir, tmp_path, capfd):
     run = fit_search(cifar10_dir, tmp_path)
-    result = run_cli("test", "--config", str(REPO / "configs" / "softmax_search.yaml"), *SEARCH, "--model.halving_factor", "3",
+    result = run_main(capfd, "test", "--config", str(REPO / "configs" / "softmax_search.yaml"), *SEARCH, "--model.halving_factor", "3",
                      "--ckpt_path", "best", *cli_args(cifar10_dir, tmp_path))  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert math.isfinite(float(json.loads((run / "sweep.json").read_text())["best"]["val_acc"]))

@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from conftest import cli_args, run_cli
+from conftest import cli_args, run_main
 
 from lit_linear.errors import ConfigError
 from lit_linear.optim import GridSGD
@@ -67,10 +67,10 @@ def test_regrid_moves_the_per_config_state_to_another_grid():
     ],
     ids=["unknown value", "fewer configs than processes"],
 )  # fmt: skip
-def test_a_split_that_cannot_apply_is_refused_before_data_is_read(tmp_path, extra, message):
+def test_a_split_that_cannot_apply_is_refused_before_data_is_read(tmp_path, capfd, extra, message):
     # A data folder that does not exist: the refusal must come first, naming the option.
     args = cli_args(tmp_path / "no_data_here", tmp_path, *extra)
-    result = run_cli("fit", *args)
+    result = run_main(capfd, "fit", *args)
     assert result.returncode == 2, result.stderr[-2000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and message in errors[0], result.stderr[-2000:]
