@@ -16,8 +16,8 @@ from lightning.pytorch.callbacks import Callback
 from lit_linear.classifier import preprocess
 from lit_linear.data import CIFARDataModule, TrainBatches
 from lit_linear.losses import softmax_loss_vectorized, svm_loss_vectorized
-from lit_linear.module import data_term
 from lit_linear.optim import GridSGD
+from lit_linear.train_step import data_term
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -21,7 +21,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import load_data, machine, median, write_json  # noqa: E402
 
 from lit_linear.classifier import preprocess  # noqa: E402
-from lit_linear.losses import softmax_loss_naive, softmax_loss_vectorized, svm_loss_naive, svm_loss_vectorized  # noqa: E402
+from lit_linear.losses import softmax_loss_vectorized, svm_loss_vectorized  # noqa: E402
+from lit_linear.naive import softmax_loss_naive, svm_loss_naive  # noqa: E402
 
 
 def per_call(fn, repeats: int) -> float:

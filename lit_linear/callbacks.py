@@ -92,7 +92,7 @@ class SweepTensorBoard(Callback):
             self._logger = None
             return
         log_dir = self._logger.log_dir
-        self._writers = [SummaryWriter(os.path.join(log_dir, config_name(lr, reg))) for lr, reg in pl_module.configs]
+        self._writers = [SummaryWriter(os.path.join(log_dir, config_name(lr, reg))) for lr, reg in pl_module.sweep.configs]
         if self.hparams:
             self._start_sessions(trainer, pl_module)
         if self.text:
@@ -104,7 +104,7 @@ class SweepTensorBoard(Callback):
                 self._logger.experiment.flush()
 
     def on_validation_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
-        results: SweepResult | None = getattr(pl_module, "results", None)
+        results: SweepResult | None = pl_module.sweep.results
         if self._logger is None or results is None or trainer.sanity_checking or results.step == self._last_step:
             return
         self._last_step = step = results.step
@@ -117,17 +117,17 @@ class SweepTensorBoard(Callback):
                 writer.add_scalar("loss/train", config.train_loss, step)
             writer.flush()
         if self.templates and results.best_index is not None:
-            image = template_grid(pl_module.weights_of(results.best_index), pl_module.class_names, self.template_scale)
+            image = template_grid(pl_module.sweep.weights_of(results.best_index), pl_module.class_names, self.template_scale)
             _add_png(self._logger.experiment, "templates/best", image, step)
             self._logger.experiment.flush()  # visible now, not at the writer's next periodic flush
 
     def on_fit_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
-        results: SweepResult | None = getattr(pl_module, "results", None)
+        results: SweepResult | None = pl_module.sweep.results
         if self._logger is None:
             return
         if results is not None:
             for k, (writer, config) in enumerate(zip(self._writers, results.configs)):
-                weights = pl_module.weights_of(k)  # None for a config that halving stopped: it left W
+                weights = pl_module.sweep.weights_of(k)  # None for a config that halving stopped: it left W
                 if self.templates and config.status == "ok" and weights is not None:
                     image = template_grid(weights, pl_module.class_names, self.template_scale)
                     _add_png(writer, "templates", image, results.step)
@@ -165,10 +165,10 @@ class SweepTensorBoard(Callback):
     # --- HParams -------------------------------------------------------------------------------
     def _start_sessions(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         shared = self._shared_hparams(trainer, pl_module)
-        lr0, reg0 = pl_module.configs[0]
+        lr0, reg0 = pl_module.sweep.configs[0]
         # lr and reg marked as differing so the dashboard shows them in its default columns.
         experiment = experiment_summary({"lr": lr0, "reg": reg0, **shared}, METRICS, differs=("lr", "reg"))
-        for writer, (lr, reg) in zip(self._writers, pl_module.configs):
+        for writer, (lr, reg) in zip(self._writers, pl_module.sweep.configs):
             writer.file_writer.add_summary(experiment)
             start = session_start_summary({"lr": lr, "reg": reg, **shared}, config_name(lr, reg))
             writer.file_writer.add_summary(start)

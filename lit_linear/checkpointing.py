@@ -40,8 +40,8 @@ class BestCheckpoint(ModelCheckpoint):
 class LastCheckpoint(ModelCheckpoint):
     """Keeps ``last.ckpt`` up to date: every N steps, at the end of fit (a graceful stop included), and on a crash.
 
-    For a :class:`~lit_linear.module.LinearClassifierModule` fit, whose ``validates_at`` says which
-    steps a validation follows. A fit resumed from it (``--ckpt_path last``) continues exactly: weights, optimizer step and
+    For a :class:`~lit_linear.module.LinearClassifierModule` fit, whose step grouping
+    (:class:`~lit_linear.steps.StepGrouping`) says which steps a validation follows. A fit resumed from it (``--ckpt_path last``) continues exactly: weights, optimizer step and
     frozen configs, the loss accumulators, and the minibatch sampler's state are all in it.
 
     When a fit fails (an exception, a second Ctrl-C), a single process saves the step it reached,
@@ -119,10 +119,10 @@ class LastCheckpoint(ModelCheckpoint):
 def _validates_after_this_batch(trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> bool:
     """Whether Lightning validates once the current training batch ends (called from ``on_train_batch_end``).
 
-    As Lightning decides: on the validation interval (the module's ``validates_at``, in SGD steps),
+    As Lightning decides: on the validation interval (the module's step grouping, in SGD steps),
     at ``max_steps``, or when asked to stop (a stop asked later, by a Ctrl-C during this hook, adds
     a validation after an earlier save).
     """
     if trainer.should_stop or (trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps):
         return True
-    return pl_module.validates_at(trainer.global_step)
+    return pl_module.grouping.validates_at(trainer, trainer.global_step)

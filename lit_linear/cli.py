@@ -42,6 +42,7 @@ from lit_linear.predictions import PredictionWriter
 from lit_linear.runs import find_matching_checkpoint
 from lit_linear.settings import check_fit_settings
 from lit_linear.shards import resolve_split
+from lit_linear.train_step import check_cuda_graph
 
 MatmulPrecision = Literal["highest", "high", "medium"]
 
@@ -128,7 +129,7 @@ class LinearCLI(LightningCLI):
     def before_fit(self) -> None:
         check_fit_settings(self.trainer)  # before any data is read
         resolve_split(self.model.hparams.split, self.model.num_configs, self.trainer.world_size)
-        self.model.uses_cuda_graph(self.trainer.strategy.root_device, self.trainer.world_size)
+        check_cuda_graph(self.model.hparams.cuda_graph, self.trainer.strategy.root_device, self.trainer.world_size)
         self._prepare_checkpoint()
         console.hint_tensor_cores(self.trainer)
 

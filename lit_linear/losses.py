@@ -32,13 +32,10 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-
 Layout = Literal["KDC", "DKC"]
 
 __all__ = [
-    "svm_loss_naive",
     "svm_loss_vectorized",
-    "softmax_loss_naive",
     "softmax_loss_vectorized",
     "svm_scores_grad",
     "softmax_scores_grad",
@@ -47,88 +44,16 @@ __all__ = [
 ]
 
 
-# --------------------------------------------------------------------------- naive references
+# --------------------------------------------------------------------------- checks
 
 
-def _check_single(W: Tensor, X: Tensor, y: Tensor) -> None:
-    if W.dim() != 2:
-        raise ValueError(f"W must have shape (D, C) for the naive losses, got {tuple(W.shape)}")
-    _check_batch(W.shape[0], W.shape[-1], X, y)
-
-
-def _check_batch(D: int, C: int, X: Tensor, y: Tensor) -> None:
+def check_batch(D: int, C: int, X: Tensor, y: Tensor) -> None:
     if X.dim() != 2 or X.shape[1] != D:
         raise ValueError(f"X must have shape (N, {D}) to match W, got {tuple(X.shape)}")
     if y.shape != (X.shape[0],):
         raise ValueError(f"y must have shape ({X.shape[0]},) to match X, got {tuple(y.shape)}")
     if C < 2:
         raise ValueError(f"W must have at least 2 classes (columns), got {C}")
-
-
-def svm_loss_naive(W: Tensor, X: Tensor, y: Tensor, reg: float) -> tuple[Tensor, Tensor]:
-    """Multiclass (Weston-Watkins) hinge loss with explicit loops over rows and classes.
-
-    The readable reference and test oracle for :func:`svm_loss_vectorized`; far too slow to train.
-
-    Args:
-        W: weights ``(D, C)``.
-        X: minibatch ``(N, D)``.
-        y: labels ``(N,)``.
-        reg: L2 strength; adds ``reg * sum(W**2)``.
-
-    Returns:
-        ``(loss, dW)``: a 0-dim tensor and ``(D, C)``.
-    """
-    _check_single(W, X, y)
-    num_train, num_classes = X.shape[0], W.shape[1]
-    loss = torch.zeros((), dtype=W.dtype, device=W.device)
-    dW = torch.zeros_like(W)
-    for i in range(num_train):
-        scores = X[i] @ W  # (C,)
-        correct = scores[y[i]]
-        for j in range(num_classes):
-            if j == y[i]:
-                continue
-            margin = scores[j] - correct + 1
-            if margin > 0:
-                loss += margin
-                dW[:, j] += X[i]
-                dW[:, y[i]] -= X[i]
-    loss = loss / num_train + reg * torch.sum(W * W)
-    dW = dW / num_train + 2 * reg * W
-    return loss, dW
-
-
-def softmax_loss_naive(W: Tensor, X: Tensor, y: Tensor, reg: float) -> tuple[Tensor, Tensor]:
-    """Softmax cross-entropy with explicit loops over rows and classes.
-
-    Each row's scores are shifted by their maximum before ``exp`` so that large scores
-    cannot overflow; the shift cancels in the probabilities.
-
-    Args:
-        W: weights ``(D, C)``.
-        X: minibatch ``(N, D)``.
-        y: labels ``(N,)``.
-        reg: L2 strength; adds ``reg * sum(W**2)``.
-
-    Returns:
-        ``(loss, dW)``: a 0-dim tensor and ``(D, C)``.
-    """
-    _check_single(W, X, y)
-    num_train, num_classes = X.shape[0], W.shape[1]
-    loss = torch.zeros((), dtype=W.dtype, device=W.device)
-    dW = torch.zeros_like(W)
-    for i in range(num_train):
-        scores = X[i] @ W  # (C,)
-        scores = scores - scores.max()
-        log_sum_exp = torch.log(torch.exp(scores).sum())
-        loss += log_sum_exp - scores[y[i]]
-        for j in range(num_classes):
-            p_j = torch.exp(scores[j] - log_sum_exp)
-            dW[:, j] += (p_j - (1 if j == y[i] else 0)) * X[i]
-    loss = loss / num_train + reg * torch.sum(W * W)
-    dW = dW / num_train + 2 * reg * W
-    return loss, dW
 
 
 # --------------------------------------------------------------------------- vectorized (grid)
@@ -355,7 +280,7 @@ def grid_loss_factored(loss: str, W: Tensor, X: Tensor, y: Tensor) -> tuple[Tens
         regulariser) and its gradient with respect to the scores.
     """
     D, K, C = W.shape
-    _check_batch(D, C, X, y)
+    check_batch(D, C, X, y)
     N = X.shape[0]
     scores = grid_scores(W.view(D, K * C), X)  # (N, K*C)
     data_loss, dscores = SCORES_GRAD[loss](scores.view(N, K, C), y)  # (K,), (N, K, C)

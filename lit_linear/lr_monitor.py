@@ -37,6 +37,12 @@ class SweepLearningRateMonitor(LearningRateMonitor):
         log_weight_decay: also log each config's weight decay, ``2 · reg``.
     """
 
+    @classmethod
+    def replacing(cls, callbacks: list[pl.Callback]) -> list["SweepLearningRateMonitor"]:
+        """This monitor in place of each of Lightning's ``LearningRateMonitor`` among ``callbacks``, with its arguments
+        (a subclass of the user's own is theirs to keep)."""
+        return [cls(c.logging_interval, c.log_momentum, c.log_weight_decay) for c in callbacks if type(c) is LearningRateMonitor]
+
     def on_train_start(self, trainer: "pl.Trainer", *args: Any, **kwargs: Any) -> None:
         super().on_train_start(trainer, *args, **kwargs)  # Lightning's checks: a logger, momentum
         self.lrs = {}  # by config, filled as they are logged
@@ -54,8 +60,8 @@ class SweepLearningRateMonitor(LearningRateMonitor):
         step = trainer.global_step
         hp = pl_module.hparams
         stats = {}
-        for k in pl_module.training_configs():
-            lr, reg = pl_module.configs[k]
+        for k in pl_module.sweep.training_configs():
+            lr, reg = pl_module.sweep.configs[k]
             name = config_name(lr, reg)
             stats[f"{PREFIX}/{name}"] = decayed_lr(lr, step, hp.lr_decay, hp.lr_decay_every)
             if self.log_momentum:

@@ -27,8 +27,8 @@ would call ``optimizer.step()`` without the step's closure, so :func:`check_prec
 
 from __future__ import annotations
 
-import torch
 import lightning.pytorch as pl
+import torch
 from lightning.pytorch.plugins.precision import MixedPrecision
 
 from lit_linear.errors import ConfigError

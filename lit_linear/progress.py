@@ -29,6 +29,12 @@ class StepProgressBar(TQDMProgressBar):
         leave: leave the finished bar on the screen.
     """
 
+    @classmethod
+    def replacing(cls, callbacks: list[pl.Callback]) -> list["StepProgressBar"]:
+        """This bar in place of Lightning's default one among ``callbacks``, with its refresh rate and position
+        (none when the user chose another kind of bar, or none)."""
+        return [cls(c.refresh_rate, c.process_position) for c in callbacks if type(c) is TQDMProgressBar]
+
     def init_train_tqdm(self) -> Tqdm:
         """Lightning's training bar, in SGD steps: ``max_steps`` the total, the fit's first step its start."""
         trainer = self.trainer

@@ -20,7 +20,7 @@ step, after the last, in test and predict) the module holds the whole grid on ev
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal, Sequence
+from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
@@ -29,9 +29,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from lit_linear.errors import ConfigError
 from lit_linear.optim import GridSGD
-
-if TYPE_CHECKING:
-    from lit_linear.module import LinearClassifierModule
+from lit_linear.sweep_state import SweepState
 
 Split = Literal["configs", "minibatch", "auto"]
 SPLITS = ("configs", "minibatch", "auto")
@@ -111,41 +109,50 @@ class ConfigShards:
         padded[: t.shape[0]] = t
         return self.strategy.all_gather(padded).reshape(-1, *t.shape[1:])
 
-    # --- moving configs between ranks: the module's W, its per-config buffers and GridSGD's state ---
-    def shard(self, module: "LinearClassifierModule") -> None:
-        """Keep only this rank's configs of the whole grid the module holds (at the start of training,
+    # --- moving configs between ranks: the sweep's W, its per-config buffers and GridSGD's state ---
+    def shard(self, sweep: SweepState, optimizer: GridSGD) -> None:
+        """Keep only this rank's configs of the whole grid the sweep holds (at the start of training,
         and after successive halving, which deals the survivors out afresh)."""
         self.sharded = True
-        module.keep_columns(self.mine(module.columns))
+        sweep.keep(self.mine(sweep.columns), optimizer, sync=False)  # each rank measures its own configs
         # DDP would broadcast rank 0's buffers at every forward (each training batch); the ranks'
         # buffers now differ on purpose, and a sweep split by configs has nothing to sync while it trains.
-        wrapper = module.trainer.strategy.model
+        wrapper = self.strategy.model
         if isinstance(wrapper, DistributedDataParallel):
             wrapper.broadcast_buffers = False
 
-    def unshard(self, module: "LinearClassifierModule") -> None:
+    def unshard(self, sweep: SweepState, optimizer: GridSGD) -> None:
         """Give every rank the whole grid again, in config order, with GridSGD's state of every config."""
-        optimizer = module.optimizers(use_pl_optimizer=False)
-        columns, W, loss_sum, live = self._whole_grid(module, optimizer)
+        columns, W, loss_sum, live = self._whole_grid(sweep, optimizer)
         self.sharded = False
-        module.set_columns(columns, W, loss_sum)
-        optimizer.regrid(module.W, *_axes(module.configs, columns), live)
+        sweep.set_columns(columns, W, loss_sum)
+        optimizer.regrid(sweep.W, *sweep.axes(columns), live)
 
-    def _whole_grid(self, module: "LinearClassifierModule", optimizer: GridSGD) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def keep_only(self, sweep: SweepState, optimizer: GridSGD, keep: set[int]) -> None:
+        """Train only the configs ``keep`` from now on (successive halving): the survivors are dealt out afresh."""
+        resharding = self.sharded
+        if resharding:
+            self.unshard(sweep, optimizer)
+        positions = [j for j, k in enumerate(sweep.columns.tolist()) if k in keep]
+        sweep.keep(torch.tensor(positions, device=sweep.W.device), optimizer)
+        if resharding:
+            self.shard(sweep, optimizer)
+
+    def _whole_grid(self, sweep: SweepState, optimizer: GridSGD) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """``(columns (K_live,), W (D, K_live, C), loss_sum (K_live,), live (K_live,))`` of the whole sweep."""
-        live = optimizer.state[module.W]["live"]
-        columns, W, loss_sum, live = self.gather(module.columns, module.W.detach().transpose(0, 1), module.loss_sum, live)
+        live = optimizer.state[sweep.W]["live"]
+        columns, W, loss_sum, live = self.gather(sweep.columns, sweep.W.detach().transpose(0, 1), sweep.loss_sum, live)
         return columns, W.transpose(0, 1).contiguous(), loss_sum, live  # W back to (D, K_live, C)
 
-    def write_whole(self, module: "LinearClassifierModule", checkpoint: dict[str, Any]) -> None:
-        """Make ``checkpoint`` describe the whole sweep as one device saves it: the module's
-        ``W (D, K_live, C)``, ``columns`` and ``loss_sum`` and GridSGD's per-config state, in config order,
-        so that it resumes on any number of processes. Every rank calls it (Lightning dumps the
-        checkpoint on every rank; rank 0 writes it)."""
-        columns, W, loss_sum, live = self._whole_grid(module, module.optimizers(use_pl_optimizer=False))
+    def write_whole(self, sweep: SweepState, optimizer: GridSGD, checkpoint: dict[str, Any]) -> None:
+        """Make ``checkpoint`` describe the whole sweep as one device saves it: ``W (D, K_live, C)``,
+        ``columns`` and ``loss_sum`` and GridSGD's per-config state, in config order, so that it
+        resumes on any number of processes. Every rank calls it (Lightning dumps the checkpoint on
+        every rank; rank 0 writes it)."""
+        columns, W, loss_sum, live = self._whole_grid(sweep, optimizer)
         state_dict = checkpoint["state_dict"]
         state_dict["W"], state_dict["columns"], state_dict["loss_sum"] = W, columns, loss_sum
-        lr, reg = _axes(module.configs, columns)
+        lr, reg = sweep.axes(columns)
         for optimizer_state in checkpoint.get("optimizer_states", []):
             group = optimizer_state["param_groups"][0]
             group["lr"], group["reg"] = lr, reg
@@ -156,17 +163,12 @@ class ConfigShards:
                 for index, state in optimizer_state["state"].items()
             }  # fmt: skip
 
-    def column_of(self, k: int, columns: Tensor, W: Tensor) -> Tensor | None:
+    def column_of(self, k: int, sweep: SweepState) -> Tensor | None:
         """``W_k (D, C)`` of live config ``k`` on every rank, sent by the rank that trains it (None if it is not live)."""
-        owners = self.strategy.all_gather(torch.tensor(int(k in columns.tolist()), device=W.device))  # (N,)
+        columns, W = sweep.columns.tolist(), sweep.W
+        owners = self.strategy.all_gather(torch.tensor(int(k in columns), device=W.device))  # (N,)
         if not bool(owners.any()):
             return None
         owner = int(owners.argmax())
-        local = W[:, columns.tolist().index(k), :].detach().cpu() if owner == self.rank else None
+        local = W[:, columns.index(k), :].detach().cpu() if owner == self.rank else None
         return self.strategy.broadcast(local, src=owner).to(W.device)
-
-
-def _axes(configs: Sequence[tuple[float, float]], columns: Tensor) -> tuple[list[float], list[float]]:
-    """The learning rates and L2 strengths of the configs ``columns``, in their order."""
-    ks = columns.tolist()
-    return [configs[k][0] for k in ks], [configs[k][1] for k in ks]

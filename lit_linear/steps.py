@@ -69,3 +69,67 @@ def warn_if_shorter_than_logging(trainer: pl.Trainer, steps: int, m: int) -> Non
         "value to see the metrics logged in per-batch hooks during the fit.",
         category=PossibleUserWarning,
     )
+
+
+class StepGrouping:
+    """The SGD steps per Lightning batch of one fit, and the trainer's intervals in such batches while it runs.
+
+    :attr:`steps_per_batch` is m (1 outside a fit). For the length of a fit the trainer's
+    :data:`BATCH_COUNTED` intervals are divided by m; :meth:`restore` puts the user's back.
+    """
+
+    def __init__(self) -> None:
+        self.steps_per_batch = 1
+        self._user_intervals: dict[str, Any] | None = None  # the trainer's intervals in steps, put back after fit
+
+    def start(self, trainer: pl.Trainer, global_step: int) -> int:
+        """Choose m for a fit that starts at ``global_step``, give the trainer its intervals in batches of m
+        and the data module m (one that hands out several steps a batch has ``steps_per_batch``); returns m."""
+        self.restore(trainer)  # chosen before: start again from the user's intervals
+        datamodule = trainer.datamodule
+        groupable = hasattr(datamodule, "steps_per_batch")
+        m = steps_per_batch(step_counts(trainer, global_step)) if groupable and not trainer.fast_dev_run else 1
+        self.steps_per_batch = m
+        if groupable:
+            datamodule.steps_per_batch = m  # always set: a reused data module keeps no earlier fit's m
+        if m > 1:
+            self._user_intervals = {name: getattr(trainer, name) for name in BATCH_COUNTED}
+            for name, steps in self._user_intervals.items():
+                # m divides each where it matters (step_counts); 0 (logging off) stays 0.
+                setattr(trainer, name, max(1, steps // m) if steps else 0)
+        return m
+
+    def restore(self, trainer: pl.Trainer) -> None:
+        """Give the trainer back the user's intervals, in SGD steps."""
+        if self._user_intervals is not None:
+            for name, steps in self._user_intervals.items():
+                setattr(trainer, name, steps)
+            self._user_intervals = None
+
+    def resume(self, trainer: pl.Trainer, checkpoint: dict[str, Any]) -> int:
+        """A resumed fit starts at the checkpoint's step: group steps so that batches start there, and
+        restate Lightning's count of batches so far in batches of the new size; returns m.
+
+        Lightning validates when its count of batches reaches a multiple of its interval, and a
+        resumed trainer continues the count it saved. With other settings than the checkpointed run
+        (another interval, say), the batches may hold another number of steps; the count is then
+        rewritten in the checkpoint's loop state before Lightning restores it (there is no public
+        way to set it; ``tests/test_resume.py`` fails loudly if the format changes).
+        """
+        step = int(checkpoint.get("global_step", 0))
+        before = checkpoint.get("steps_per_batch", self.steps_per_batch)
+        m = self.start(trainer, step)
+        if m != before:
+            progress = checkpoint["loops"]["fit_loop"]["epoch_loop.batch_progress"]
+            batches = step // m
+            for counts in (progress["total"], progress["current"]):
+                counts.update(ready=batches, started=batches, processed=batches, completed=batches)
+        return m
+
+    def validates_at(self, trainer: pl.Trainer, step: int) -> bool:
+        """Whether ``val_check_interval`` (counted in SGD steps) schedules a validation at ``step``;
+        outside a fit, every validation counts as scheduled."""
+        interval = trainer.val_check_interval  # in Lightning batches of steps_per_batch steps while fitting
+        if trainer.state.fn != "fit" or trainer.fast_dev_run or not isinstance(interval, int):
+            return True
+        return step % (interval * self.steps_per_batch) == 0

@@ -89,6 +89,43 @@ def sweep_configs(lr: list[float] | LogUniform, reg: list[float] | LogUniform, n
     return list(zip(draw(lr), draw(reg)))
 
 
+def check_model_options(loss: str, lr: float | Sequence[float] | Mapping[str, float], reg: float | Sequence[float] | Mapping[str, float],
+                        num_configs: int | None, halving_factor: float | None, weight_scale: float, lr_decay: float,
+                        lr_decay_every: int, num_classes: int, feature_dim: int, class_names: Sequence[str] | None,
+                        seed: int) -> tuple[list[tuple[float, float]], list[str]]:  # fmt: skip
+    """The sweep's configs and class names from the model's options (see :class:`~lit_linear.module.LinearClassifierModule`),
+    each option checked: a ConfigError names the first that is not valid. The draws of a range depend on ``seed`` alone."""
+    if loss not in ("svm", "softmax"):
+        raise ConfigError(f"model.loss must be one of svm, softmax; got {loss!r}")
+    configs = sweep_configs(as_axis(lr, "model.lr", allow_zero=False), as_axis(reg, "model.reg", allow_zero=True), num_configs, seed)
+    if halving_factor is not None:
+        if isinstance(halving_factor, bool) or not isinstance(halving_factor, (int, float)) or not halving_factor > 1 \
+                or not math.isfinite(halving_factor):  # fmt: skip
+            raise ConfigError(f"model.halving_factor must be a finite number > 1 (e.g. 3), got {halving_factor!r}")
+        if len(configs) < 2:
+            raise ConfigError("model.halving_factor needs a sweep of at least 2 configs to choose from; this one has 1")
+    if not (math.isfinite(weight_scale) and weight_scale >= 0):
+        raise ConfigError(f"model.weight_scale must be a finite number >= 0, got {weight_scale!r}")
+    if not (math.isfinite(lr_decay) and 0 < lr_decay <= 1):
+        raise ConfigError(f"model.lr_decay must lie in (0, 1], got {lr_decay!r}")
+    if not isinstance(lr_decay_every, int) or lr_decay_every <= 0:
+        raise ConfigError(f"model.lr_decay_every must be a positive number of steps, got {lr_decay_every!r}")
+    if num_classes < 2 or feature_dim < 2:
+        raise ConfigError(f"model.num_classes must be >= 2 and model.feature_dim >= 2, got {num_classes}, {feature_dim}")
+    class_names = list(class_names) if class_names is not None else [str(c) for c in range(num_classes)]
+    if len(class_names) != num_classes:
+        raise ConfigError(f"model.class_names has {len(class_names)} names for {num_classes} classes")
+    return configs, class_names
+
+
+def check_same_sweep(saved: Mapping[str, object], options: Mapping[str, object]) -> None:
+    """Refuse a checkpoint whose model options ``saved`` define another grid than this run's ``options`` (ConfigError)."""
+    differ = [k for k in ("loss", "lr", "reg", "num_classes", "feature_dim") if k in saved and saved[k] != options[k]]
+    if differ:
+        detail = "; ".join(f"model.{k}: checkpoint {saved[k]!r}, this run {options[k]!r}" for k in differ)
+        raise ConfigError(f"the checkpoint was trained with another grid ({detail}); use the config it was trained with")
+
+
 def config_name(lr: float, reg: float) -> str:
     """A short, readable, filesystem-safe name for one config, e.g. ``lr=0.05,reg=0.0001``."""
     return f"lr={lr:.6g},reg={reg:.6g}"

@@ -18,6 +18,7 @@ import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
+from conftest import CIFAR10_NAMES, REPO, cli_args
 from lightning.pytorch.loggers import TensorBoardLogger
 from PIL import Image
 from tensorboard.backend.event_processing import event_accumulator, event_file_loader, plugin_event_multiplexer
@@ -28,13 +29,12 @@ from tensorboard.plugins.hparams import api_pb2, metadata
 from tensorboard.util import tensor_util
 from werkzeug.test import Client
 
-from conftest import CIFAR10_NAMES, REPO, cli_args
 from lit_linear.callbacks import SweepTensorBoard
-from lit_linear.cli import main
-from lit_linear.errors import ConfigError
 from lit_linear.cifar import CIFAR100_CLASSES
 from lit_linear.classifier import LinearClassifier
+from lit_linear.cli import main
 from lit_linear.data import CIFARDataModule
+from lit_linear.errors import ConfigError
 from lit_linear.module import LinearClassifierModule
 from lit_linear.sweep import config_name
 from lit_linear.templates import grid_shape, template_grid

@@ -104,7 +104,7 @@ def test_training_step_never_syncs_with_the_host(cifar10_dir, tmp_path):
 
 def test_the_step_replays_as_cuda_graphs_when_asked_and_trains_what_eager_trains(cifar10_dir, tmp_path):
     graphed, trainer = gpu_fit(cifar10_dir, tmp_path / "graphs", cuda_graph=True)
-    assert graphed._data_term.graph is not None and trainer.optimizers[0]._update.graph is not None, "recorded"
+    assert graphed.step_fn.fn.graph is not None and trainer.optimizers[0]._update.graph is not None, "recorded"
     eager, _ = gpu_fit(cifar10_dir, tmp_path / "eager", cuda_graph=False)
     assert torch.allclose(graphed.W, eager.W, rtol=1e-6, atol=1e-9)
     assert graphed.results == eager.results

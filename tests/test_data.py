@@ -15,11 +15,11 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torchvision.datasets.utils as tv_utils
+from conftest import CIFAR10_NAMES, cli_args, run_main, write_cifar10
 from lightning.fabric.utilities.apply_func import move_data_to_device
 from torchvision.datasets import CIFAR10
 
 import lit_linear.cifar as cifar
-from conftest import CIFAR10_NAMES, cli_args, run_main, write_cifar10
 from lit_linear.cifar import CIFAR100_CLASSES, PIXELS, load_split
 from lit_linear.classifier import preprocess
 from lit_linear.data import Batch, CIFARDataModule, EvalBatches, TrainBatches, TrainBlock

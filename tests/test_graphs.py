@@ -11,6 +11,7 @@ from lit_linear import LinearClassifierModule
 from lit_linear.errors import ConfigError
 from lit_linear.graphs import CapturedCall
 from lit_linear.optim import GridSGD
+from lit_linear.train_step import check_cuda_graph
 
 
 def train(cuda_graph: bool, steps: int = 6) -> torch.Tensor:
@@ -52,7 +53,7 @@ def test_cuda_graphs_are_off_unless_asked_for():
     """The default is what was measured: graphs were never timed on a GPU, so they are an opt-in."""
     model = LinearClassifierModule()
     assert model.hparams.cuda_graph is False
-    assert not model.uses_cuda_graph(torch.device("cuda", 0), world_size=1)
-    assert LinearClassifierModule(cuda_graph=True).uses_cuda_graph(torch.device("cuda", 0), world_size=1)
+    assert not check_cuda_graph(model.hparams.cuda_graph, torch.device("cuda", 0), world_size=1)
+    assert check_cuda_graph(True, torch.device("cuda", 0), world_size=1)
     with pytest.raises(ConfigError, match="model.cuda_graph true needs one CUDA device"):
-        LinearClassifierModule(cuda_graph=True).uses_cuda_graph(torch.device("cpu"), world_size=1)
+        check_cuda_graph(True, torch.device("cpu"), world_size=1)

@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lit_linear.losses import softmax_loss_naive, softmax_loss_vectorized, svm_loss_naive, svm_loss_vectorized
+from lit_linear.losses import softmax_loss_vectorized, svm_loss_vectorized
+from lit_linear.naive import softmax_loss_naive, svm_loss_naive
 
 NAIVE = {"svm": svm_loss_naive, "softmax": softmax_loss_naive}
 VECTORIZED = {"svm": svm_loss_vectorized, "softmax": softmax_loss_vectorized}

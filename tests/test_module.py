@@ -14,8 +14,8 @@ from lightning.pytorch.loggers import CSVLogger
 from lit_linear import CIFARDataModule, LinearClassifier, LinearClassifierModule
 from lit_linear import steps as steps_module
 from lit_linear.classifier import preprocess
-from lit_linear.module import data_term
 from lit_linear.optim import sgd_update
+from lit_linear.train_step import data_term
 
 
 def fit(data_dir, root, lr, reg, *, loss="softmax", steps=40, interval=20, precision="64-true", **model_kwargs):
@@ -187,7 +187,7 @@ def test_compiled_step_trains_what_the_eager_step_trains(cifar10_dir, tmp_path):
     eager, _, _ = fit(cifar10_dir, tmp_path / "eager", lrs, regs, **kwargs)
     compiled, trainer, _ = fit(cifar10_dir, tmp_path / "compiled", lrs, regs, compile=True, **kwargs)
     optimizer = trainer.optimizers[0]
-    assert compiled._data_term is not data_term and optimizer._update is not sgd_update  # torch.compile's wrappers
+    assert compiled.step_fn.fn is not data_term and optimizer._update is not sgd_update  # torch.compile's wrappers
     assert torch.allclose(compiled.W, eager.W, rtol=1e-4, atol=1e-6)
     assert compiled.results.best_index == eager.results.best_index
     for a, b in zip(compiled.results.configs, eager.results.configs):
