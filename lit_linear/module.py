@@ -1,18 +1,14 @@
 """LinearClassifierModule: a whole learning-rate x regularization grid, trained at once by hand.
 
-Run it through the CLI (``python train.py fit --config configs/softmax_sweep.yaml``) or from Python::
-
     trainer = pl.Trainer(max_steps=2000, val_check_interval=500, check_val_every_n_epoch=None)
     trainer.fit(LinearClassifierModule(loss="softmax", lr=[0.1, 0.4], reg=[1e-4, 1e-3]), CIFARDataModule())
 
-The K = len(lr) * len(reg) configs live side by side in one ``W (D, K, C)``: every step, they all
-score the same minibatch in one ``(N, D) @ (D, K*C)`` product and get their hand-derived gradient
-from one ``(D, N) @ (N, K*C)`` product, which :class:`GridSGD` adds into ``W``. Lightning never calls
-backward (``automatic_optimization = False``). The module is Lightning's glue: each hook hands what
-Lightning asks to the unit that answers, the sweep's state and decisions to
-:class:`~lit_linear.sweep_state.SweepState`, the step's maths to :class:`~lit_linear.train_step.TrainStep`,
-the grouping of SGD steps into Lightning batches to :class:`~lit_linear.steps.StepGrouping` (so that
-``global_step`` and every interval count SGD steps), the processes' shares to :class:`~lit_linear.shards.ConfigShards`.
+The K configs live side by side in one ``W (D, K, C)``; every step they score the same minibatch in
+one product and :class:`GridSGD` adds their hand-derived gradients into ``W`` (Lightning never calls
+backward). The module is Lightning's glue: each hook hands what Lightning asks to the unit that
+answers it: :class:`~lit_linear.sweep_state.SweepState` (the sweep's state and decisions),
+:class:`~lit_linear.train_step.TrainStep` (the step's maths), :class:`~lit_linear.steps.StepGrouping`
+(SGD steps per Lightning batch) and :class:`~lit_linear.shards.ConfigShards` (the processes' shares).
 """
 
 from __future__ import annotations
@@ -30,7 +26,6 @@ from lit_linear.classifier import LinearClassifier, preprocess
 from lit_linear.data import CIFARDataModule
 from lit_linear.errors import SweepDivergedError
 from lit_linear.faults import leave_process_group_at_exit
-from lit_linear.losses import grid_scores
 from lit_linear.lr_monitor import SweepLearningRateMonitor
 from lit_linear.optim import GridSGD
 from lit_linear.precision import own_dtypes, product_dtype
@@ -226,13 +221,9 @@ class LinearClassifierModule(pl.LightningModule):
     def validation_step(self, batch: dict[str, Batch | None], batch_idx: int) -> None:
         """A chunk of the training sample and one of the validation split (None once it is done)."""
         with own_dtypes(self.device):
-            for split, accuracy in (("train", self.sweep.train_acc), ("val", self.sweep.val_acc)):
+            for split in ("train", "val"):
                 if batch[split] is not None:
-                    X = self._features(batch[split].images)  # (n, D)
-                    D, K, C = self.W.shape
-                    W = self.W.view(D, K * C)
-                    scores = X @ W if X.dtype == W.dtype else grid_scores(W, X)  # mixed precision: W rounded as in training
-                    accuracy.update(scores.view(X.shape[0], K, C).argmax(dim=2), batch[split].labels)  # K may be 0 on a rank
+                    self.sweep.measure(split, self._features(batch[split].images), batch[split].labels)
 
     def on_validation_epoch_end(self) -> None:
         sweep = self.sweep
@@ -302,9 +293,7 @@ class LinearClassifierModule(pl.LightningModule):
             print(self.results.table(), flush=True)
             # fast_dev_run writes no files, as everywhere in Lightning.
             if log_dir is not None and not self.trainer.fast_dev_run:
-                self.results.write_json(os.path.join(log_dir, "sweep.json"))
-                if self.results.best is not None:
-                    self.best_classifier().save(os.path.join(log_dir, "best_model.pt"))
+                self.sweep.write(log_dir, self.pixel_mean, self.class_names)
                 print(f"run written to {os.path.abspath(log_dir)}", flush=True)
         if self.results.best is None:
             raise SweepDivergedError(

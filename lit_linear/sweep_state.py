@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from typing import Any, Sequence
 
 import torch
@@ -28,6 +29,7 @@ from torch import Tensor, nn
 
 from lit_linear.classifier import LinearClassifier
 from lit_linear.errors import LitLinearError
+from lit_linear.losses import grid_scores
 from lit_linear.metrics import GridAccuracy
 from lit_linear.optim import GridSGD
 from lit_linear.sweep import ConfigResult, SweepResult
@@ -104,6 +106,15 @@ class SweepState(nn.Module):
         return [k for k in range(self.num_configs) if k not in self.stopped and k not in diverged]
 
     # --- a validation --------------------------------------------------------------------------------
+    def measure(self, split: str, X: Tensor, labels: Tensor) -> None:
+        """Count the rows each live config labels right: features ``X (n, D)`` and ``labels (n,)`` of ``split``
+        (``train`` or ``val``). Under mixed precision X is narrower than W, which is rounded as in training."""
+        D, K, C = self.W.shape
+        W = self.W.view(D, K * C)
+        scores = X @ W if X.dtype == W.dtype else grid_scores(W, X)  # (n, K*C); K may be 0 on a rank
+        accuracy = self.train_acc if split == "train" else self.val_acc
+        accuracy.update(scores.view(X.shape[0], K, C).argmax(dim=2), labels)
+
     def measured(self, frozen: Tensor | None, restart_losses: bool) -> tuple[Tensor, Tensor]:
         """This process's live configs and their statistics: ``(columns (K_live,), (K_live, 4))``, the columns
         train accuracy, val accuracy, mean train loss (NaN: no step since the last validation) and diverged.
@@ -185,6 +196,12 @@ class SweepState(nn.Module):
         if self.results is not None and self.results.best_index == k:
             info.update(train_acc=self.results.best.train_acc, val_acc=self.results.best.val_acc, step=self.results.step)
         return LinearClassifier(self.weights_of(k), pixel_mean, class_names, info)
+
+    def write(self, folder: str, pixel_mean: Tensor, class_names: Sequence[str]) -> None:
+        """``sweep.json`` and, unless every config diverged, the best config's ``best_model.pt`` into ``folder``."""
+        self.results.write_json(os.path.join(folder, "sweep.json"))
+        if self.results.best is not None:
+            self.classifier(self.best(), pixel_mean, class_names).save(os.path.join(folder, "best_model.pt"))
 
     # --- checkpoints ---------------------------------------------------------------------------------
     def save_to(self, checkpoint: dict[str, Any]) -> None:

@@ -238,3 +238,21 @@ def test_a_slurm_requeue_saves_where_every_process_stopped_and_resumes_exactly(c
     assert torch.load(root / "hpc_ckpt_1.ckpt", weights_only=True)["global_step"] == 30
     main(fit_args(cifar10_dir, root))  # the requeued job: the same command, resumed by Lightning from hpc_ckpt_1.ckpt
     assert_same_end(straight(1), root / "lightning_logs" / "version_4242")
+
+
+def test_a_read_only_run_folder_is_one_line(cifar10_dir, tmp_path, capsys):
+    """A folder the run cannot write (a read-only mount: root writes through permissions) ends the fit in one line."""
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a read-only tmpfs here (needs root): {mounted.stderr.decode().strip()}")
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            main(fit_args(cifar10_dir, folder / "run"))
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    (line,) = error_lines(err)
+    assert "Read-only file system (EROFS)" in line and "writable" in line and "Traceback" not in err

@@ -257,3 +257,21 @@ def test_bf16_mixed_reaches_the_float32_result_of_the_shipped_sweep(tmp_path_fac
         best[precision] = sweep(run_folder(root))["best"]["val_acc"]
     assert 0.3 < best["32-true"] < 0.95, "a stand-in that is neither trivial nor hopeless"
     assert best["bf16-mixed"] == pytest.approx(best["32-true"], abs=0.005 + 1 / 400)
+
+
+@pytest.mark.parametrize("capability, precision, matmul, hinted", [((8, 0), "32-true", "highest", True), ((7, 0), "32-true", "highest", False),
+                                                                 ((8, 0), "bf16-mixed", "highest", False), ((8, 0), "32-true", "high", False)])  # fmt: skip
+def test_a_gpu_with_tensor_cores_is_told_the_option_that_uses_them(monkeypatch, matmul_precision, capability, precision, matmul, hinted):
+    """Lightning's hint names torch.set_float32_matmul_precision, which a command line cannot call; the CLI names its option."""
+    from types import SimpleNamespace
+
+    from lit_linear import console
+
+    said = []
+    monkeypatch.setattr(console, "rank_zero_info", said.append)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device: capability)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device: "a GPU")
+    torch.set_float32_matmul_precision(matmul)
+    trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("cuda", 0)), precision=precision)
+    console.hint_tensor_cores(trainer)
+    assert bool(said) == hinted and all("--float32_matmul_precision high" in line for line in said)
