@@ -94,9 +94,7 @@ class LinearClassifierModule(pl.LightningModule):
         configs, class_names = check_model_options(loss, lr, reg, num_configs, halving_factor, weight_scale, lr_decay,
                                                    lr_decay_every, num_classes, feature_dim, class_names, torch.initial_seed())
         resolve_split(split, len(configs), 1)  # the value; the process count is checked when a fit starts
-        # logger=False: Lightning would log these to TensorBoard as an HParams session of the main
-        # run (with its hp_metric placeholder); SweepTensorBoard gives every config a session of its own.
-        self.save_hyperparameters(logger=False)
+        self.save_hyperparameters(logger=False)  # no HParams session for the main run: each config has its own
         self.automatic_optimization = False
         self.class_names = class_names
         w0 = weight_scale * torch.randn(feature_dim, num_classes)  # (D, C), shared by every config
@@ -183,12 +181,7 @@ class LinearClassifierModule(pl.LightningModule):
         return preprocess(images, self.pixel_mean, self._product_dtype or self.W.dtype)
 
     def on_train_start(self) -> None:
-        # Resumed from the last validation of an earlier, shorter fit: the halving it skipped as its
-        # last is due now, so that the sweep goes on as one longer fit would have.
-        pending = self.sweep.pending_halving
-        if pending is not None and self.global_step < self.trainer.max_steps:
-            self._halve(pending)
-        self.sweep.pending_halving = None
+        self._keep_only(self.sweep.resumed_halving(self.global_step, self.trainer.max_steps))
         self._loaded = None  # the weights move on from the checkpoint's step
         if self.shards.splits_configs:
             self.shards.shard(self.sweep, self._optimizer())
@@ -231,33 +224,27 @@ class LinearClassifierModule(pl.LightningModule):
             sweep.reset_measures()
             return
         step, frozen = self._weights_state()
-        # Only a validation on the interval starts the next loss mean and halves: one that a graceful stop
-        # or an off-interval max_steps adds is for the user, and a fit resumed from it goes on exactly as
-        # the uninterrupted fit does.
+        # Only a validation on the interval restarts the loss means and halves: one a stop or an off-interval
+        # max_steps adds is for the user, so that a fit resumed from it goes on as the uninterrupted one.
         on_interval = self.grouping.validates_at(self.trainer, self.global_step)
         # Under model.split configs each rank measured its own configs: the sweep is ranked as a whole.
         live = sweep.record(*self.shards.gather(*sweep.measured(frozen, restart_losses=on_interval)))
-        if sweep.halving_factor is not None and self.trainer.state.fn == "fit" and on_interval:
-            if self.global_step < self.trainer.max_steps:
-                self._halve(live)
-            else:  # the last validation of this fit; a fit resumed from here halves first (on_train_start)
-                sweep.pending_halving = dict(live)
+        if self.trainer.state.fn == "fit" and on_interval:
+            self._keep_only(sweep.halving(live, self.global_step, self.trainer.max_steps))
         best = int(sweep.best_index)
         if self.shards.sharded and best >= 0:  # for SweepTensorBoard's templates of the best config, on rank 0
             sweep.best_weights = self.shards.column_of(best, sweep)
         self._log_results(sweep.conclude(step, live))
 
-    def _halve(self, live: dict) -> None:
-        keep = self.sweep.survivors(live, self.global_step)
-        if keep is not None:
+    def _keep_only(self, keep: set[int] | None) -> None:
+        if keep is not None:  # halving stopped some configs: the survivors are dealt out to the processes afresh
             self.shards.keep_only(self.sweep, self._optimizer(), keep)
 
     def _log_results(self, results: SweepResult) -> None:
         top = results.best
         if self.trainer.barebones:  # Lightning refuses self.log in barebones mode
             return
-        # Logged as "step" too, so that the logger plots these at the SGD step they describe. Every
-        # process holds the same values (the results are gathered): sync_dist's mean keeps them.
+        # "step" too: the logger plots them at their SGD step. Equal on every process: sync_dist's mean keeps them.
         self.log("step", float(results.step), sync_dist=True)
         self.log("val/acc", top.val_acc if top else 0.0, prog_bar=True, sync_dist=True)
         if top is not None:
@@ -266,10 +253,8 @@ class LinearClassifierModule(pl.LightningModule):
                 self.log("train/loss", top.train_loss, sync_dist=True)
 
     def _weights_state(self) -> tuple[int, Tensor | None]:
-        """The SGD step the weights are at, and the configs frozen as diverged ``(K,)`` (None: not known).
-
-        In a fit, the trainer's and the optimizer's; in validate, the loaded checkpoint's: Lightning
-        restores the step and the optimizer only to resume a fit."""
+        """The weights' SGD step and the configs frozen as diverged ``(K,)`` (None: not known): in a fit, the
+        trainer's and the optimizer's; in validate, the checkpoint's (Lightning restores them only for a fit)."""
         if self.trainer.state.fn == "fit":
             optimizer = self._optimizer()
             return self.global_step, optimizer.diverged() if isinstance(optimizer, GridSGD) else None

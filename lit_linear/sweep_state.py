@@ -159,6 +159,22 @@ class SweepState(nn.Module):
         self.results = SweepResult(self.loss, step, configs, best if best >= 0 else None)
         return self.results
 
+    def halving(self, live: dict[int, ConfigResult], step: int, max_steps: int) -> set[int] | None:
+        """After a validation on the interval at ``step``: the configs to keep (None: none stopped). The last
+        validation of a fit does not halve; a fit resumed from it with more steps does (:meth:`resumed_halving`)."""
+        if self.halving_factor is None:
+            return None
+        if step < max_steps:
+            return self.survivors(live, step)
+        self.pending_halving = dict(live)
+        return None
+
+    def resumed_halving(self, step: int, max_steps: int) -> set[int] | None:
+        """When a fit starts: the halving that the last validation of an earlier, shorter fit skipped is due now,
+        so that the sweep goes on as one longer fit would have (None: nothing to stop)."""
+        pending, self.pending_halving = self.pending_halving, None
+        return self.survivors(pending, step) if pending is not None and step < max_steps else None
+
     def survivors(self, live: dict[int, ConfigResult], step: int) -> set[int] | None:
         """Successive halving at ``step``: the best ``ceil(n / halving_factor)`` of the n configs still training
         (val accuracy, then lower train loss); the others, and any that diverged, are stopped with their
