@@ -13,11 +13,11 @@ from typing import Callable
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from lit_linear.classifier import preprocess
-from lit_linear.data import CIFARDataModule, TrainBatches
-from lit_linear.losses import softmax_loss_vectorized, svm_loss_vectorized
-from lit_linear.optim import GridSGD
-from lit_linear.train_step import data_term
+from lit_linear.data.cifar_module import CIFARDataModule, TrainBatches
+from lit_linear.features.pixels import preprocess
+from lit_linear.maths.losses import softmax_loss_vectorized, svm_loss_vectorized
+from lit_linear.maths.optim import GridSGD
+from lit_linear.training.step import data_term
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -105,7 +105,7 @@ def course_loop(dm: CIFARDataModule, loss: str, lr: float, reg: float, steps: in
 
 def sgd_step(optimizer: GridSGD, loss: str, W: torch.Tensor, split: torch.Tensor, rows: torch.Tensor, labels: torch.Tensor,
              pixel_mean: torch.Tensor, X: torch.Tensor | None, dtype: torch.dtype | None = None) -> torch.Tensor:
-    """One training step's maths as the module runs it: :func:`lit_linear.module.data_term` (features
+    """One training step's maths as the module runs it: :func:`lit_linear.training.step.data_term` (features
     of the rows ``rows`` of the uint8 ``split``, written into ``X`` when it fits, and the data loss)
     and ``GridSGD.step``; returns the features buffer for the next step."""
     out = {}
@@ -146,7 +146,7 @@ def shipped_fit(config: str, data_dir: str, root: str, steps: int, *extra: str, 
 
     Returns ``(seconds from fit start to fit end, the fitted module)``.
     """
-    from lit_linear.cli import LinearCLI
+    from lit_linear.cli.linear_cli import LinearCLI
 
     interval = min(500, steps)  # validate every 500 SGD steps, as the shipped configs do
     with warnings.catch_warnings():

@@ -32,8 +32,8 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import load_data, machine, median, sgd_step, shipped_fit, sync, to_device, write_json  # noqa: E402
 
-from lit_linear.optim import GridSGD  # noqa: E402
-from lit_linear.sweep import grid  # noqa: E402
+from lit_linear.maths.optim import GridSGD
+from lit_linear.sweep.configs import grid
 
 # K -> (learning rates, L2 strengths); 25 is configs/softmax_sweep.yaml as shipped.
 AXES = {

@@ -26,8 +26,19 @@ import yaml
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (  # noqa: E402
-    COURSE_LRS, COURSE_REGS, REPO, accuracy, course_loop, load_data, machine, median, plain_loop, shipped_fit, write_json,
+    COURSE_LRS,
+    COURSE_REGS,
+    REPO,
+    accuracy,
+    course_loop,
+    load_data,
+    machine,
+    median,
+    plain_loop,
+    shipped_fit,
+    write_json,
 )  # fmt: skip
+
 
 def course_grid_fit(data_dir: str, root: str, steps: int) -> tuple[float, float]:
     """(c): fit the course grid with configs/softmax_sweep.yaml's settings; (seconds, best val acc)."""

@@ -29,7 +29,7 @@ class StorageError(LitLinearError):
     """A file could not be written: a full disk, a read-only folder, a missing permission.
 
     The message names the file, the OS error and what to do; the file's previous version, if any,
-    is intact (every file lit_linear writes is replaced atomically, :mod:`lit_linear.atomic`).
+    is intact (every file lit_linear writes is replaced atomically, :mod:`lit_linear.runs.atomic`).
 
     Args:
         path: the file that could not be written (None: not known).

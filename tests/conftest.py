@@ -53,7 +53,7 @@ def write_cifar10(root: Path, per_batch: int = 60, num_test: int = 60, seed: int
 
 def write_cifar100(root: Path, num_train: int = 400, num_test: int = 100, seed: int = 0) -> Path:
     """Write ``root/cifar-100-python`` (train, test, meta; fine and coarse labels); return ``root``."""
-    from lit_linear.cifar import CIFAR100_CLASSES
+    from lit_linear.data.cifar import CIFAR100_CLASSES
 
     rng = np.random.default_rng(seed)
     folder = root / "cifar-100-python"
@@ -140,7 +140,7 @@ def run_main(capfd, *args: str) -> subprocess.CompletedProcess:
     """``main(ARGS)`` in this process, as :func:`run_cli` runs it in another: its exit status and what it
     printed (``capfd``, since Lightning's logging writes to the file descriptors). For runs where a
     separate process is not the point: it saves Lightning's start-up, seconds a run."""
-    from lit_linear.cli import main
+    from lit_linear.cli.linear_cli import main
 
     capfd.readouterr()
     try:

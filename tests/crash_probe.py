@@ -13,7 +13,7 @@ import signal as signals
 
 from lightning.pytorch.callbacks import Callback
 
-from lit_linear.checkpointing import LastCheckpoint
+from lit_linear.callbacks.checkpoints import LastCheckpoint
 
 
 class SignalAt(Callback):

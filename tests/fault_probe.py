@@ -13,8 +13,8 @@ import os
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from lit_linear.atomic import atomic_open
-from lit_linear.checkpoint_io import AtomicCheckpointIO
+from lit_linear.runs.atomic import atomic_open
+from lit_linear.runs.checkpoint_io import AtomicCheckpointIO
 
 
 def disk_full() -> OSError:

@@ -29,15 +29,15 @@ from tensorboard.plugins.hparams import api_pb2, metadata
 from tensorboard.util import tensor_util
 from werkzeug.test import Client
 
-from lit_linear.callbacks import SweepTensorBoard
-from lit_linear.cifar import CIFAR100_CLASSES
-from lit_linear.classifier import LinearClassifier
-from lit_linear.cli import main
-from lit_linear.data import CIFARDataModule
+from lit_linear.callbacks.tensorboard.callback import SweepTensorBoard
+from lit_linear.callbacks.tensorboard.templates import grid_shape, template_grid
+from lit_linear.cli.linear_cli import main
+from lit_linear.data.cifar import CIFAR100_CLASSES
+from lit_linear.data.cifar_module import CIFARDataModule
 from lit_linear.errors import ConfigError
-from lit_linear.module import LinearClassifierModule
-from lit_linear.sweep import config_name
-from lit_linear.templates import grid_shape, template_grid
+from lit_linear.features.classifier import LinearClassifier
+from lit_linear.sweep.configs import config_name
+from lit_linear.training.module import LinearClassifierModule
 
 with warnings.catch_warnings():  # TensorBoard's vendored bleach warns about html5lib on import
     warnings.simplefilter("ignore", DeprecationWarning)

@@ -1,4 +1,4 @@
-"""lit_linear.cifar: the official CIFAR layouts, the pickle encodings found in the wild, and DataErrors.
+"""lit_linear.data.cifar: the official CIFAR layouts, the pickle encodings found in the wild, and DataErrors.
 
 Every fault must surface as a DataError that names the file and what is wrong with it.
 """
@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import CIFAR10_NAMES, write_cifar10, write_cifar100
-from lit_linear.cifar import (
+
+from lit_linear.data.cifar import (
     CIFAR10_CLASSES,
     CIFAR100_CLASSES,
     PIXELS,

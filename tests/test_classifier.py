@@ -6,8 +6,9 @@ import pickle
 import pytest
 import torch
 
-from lit_linear.classifier import LinearClassifier, preprocess
 from lit_linear.errors import DataError
+from lit_linear.features.classifier import LinearClassifier
+from lit_linear.features.pixels import preprocess
 
 
 def test_preprocess_scales_subtracts_mean_and_appends_bias():

@@ -14,8 +14,8 @@ from conftest import cli_args, run_cli
 from lightning.pytorch.callbacks import Callback
 
 from lit_linear import CIFARDataModule, LinearClassifierModule
-from lit_linear.graphs import CapturedCall
-from lit_linear.losses import softmax_loss_vectorized, svm_loss_vectorized
+from lit_linear.maths.graphs import CapturedCall
+from lit_linear.maths.losses import softmax_loss_vectorized, svm_loss_vectorized
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 

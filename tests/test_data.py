@@ -1,4 +1,4 @@
-"""lit_linear.data: CIFARDataModule (files, download, split, mean), TrainBatches / EvalBatches contracts."""
+"""lit_linear.data.cifar_module: CIFARDataModule (files, download, split, mean), TrainBatches / EvalBatches contracts."""
 
 from __future__ import annotations
 
@@ -19,11 +19,11 @@ from conftest import CIFAR10_NAMES, cli_args, run_main, write_cifar10
 from lightning.fabric.utilities.apply_func import move_data_to_device
 from torchvision.datasets import CIFAR10
 
-import lit_linear.cifar as cifar
-from lit_linear.cifar import CIFAR100_CLASSES, PIXELS, load_split
-from lit_linear.classifier import preprocess
-from lit_linear.data import Batch, CIFARDataModule, EvalBatches, TrainBatches, TrainBlock
+import lit_linear.data.cifar as cifar
+from lit_linear.data.cifar import CIFAR100_CLASSES, PIXELS, load_split
+from lit_linear.data.cifar_module import Batch, CIFARDataModule, EvalBatches, TrainBatches, TrainBlock
 from lit_linear.errors import ConfigError, DataError
+from lit_linear.features.pixels import preprocess
 
 
 def fit_dm(data_dir: Path, **kwargs) -> CIFARDataModule:
@@ -44,7 +44,7 @@ def no_network(monkeypatch):
     for name in ("download_and_extract_archive", "download_url", "_urlretrieve", "_get_redirect_url"):
         monkeypatch.setattr(tv_utils, name, refuse)
     monkeypatch.setattr(cifar, "download", refuse)
-    monkeypatch.setattr("lit_linear.data.download", refuse)
+    monkeypatch.setattr("lit_linear.data.cifar_module.download", refuse)
 
 
 # --- the data module: files, split, preprocessing ---------------------------------------------------

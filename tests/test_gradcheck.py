@@ -1,4 +1,4 @@
-"""Tests of :func:`lit_linear.gradcheck.grad_check_sparse`: it passes right gradients, fails wrong
+"""Tests of :func:`lit_linear.maths.gradcheck.grad_check_sparse`: it passes right gradients, fails wrong
 ones, and leaves its input as it found it.
 
 About the thresholds: the relative error of a centred difference carries a rounding term of about
@@ -16,8 +16,8 @@ import pytest
 import torch
 from torch import Tensor
 
-from lit_linear.gradcheck import grad_check_sparse
-from lit_linear.losses import softmax_loss_vectorized, svm_loss_vectorized
+from lit_linear.maths.gradcheck import grad_check_sparse
+from lit_linear.maths.losses import softmax_loss_vectorized, svm_loss_vectorized
 
 LOSSES = {"svm": svm_loss_vectorized, "softmax": softmax_loss_vectorized}
 

@@ -9,9 +9,9 @@ import torch
 
 from lit_linear import LinearClassifierModule
 from lit_linear.errors import ConfigError
-from lit_linear.graphs import CapturedCall
-from lit_linear.optim import GridSGD
-from lit_linear.train_step import check_cuda_graph
+from lit_linear.maths.graphs import CapturedCall
+from lit_linear.maths.optim import GridSGD
+from lit_linear.training.step import check_cuda_graph
 
 
 def train(cuda_graph: bool, steps: int = 6) -> torch.Tensor:

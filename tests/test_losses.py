@@ -1,4 +1,4 @@
-"""Tests of the hand-written SVM and softmax losses in :mod:`lit_linear.losses`.
+"""Tests of the hand-written SVM and softmax losses in :mod:`lit_linear.maths.losses`.
 
 Everything runs in float64 on the CPU unless a test is about dtypes. The independent oracles are
 PyTorch's own losses (``F.multi_margin_loss``, ``F.cross_entropy``) and autograd on them.
@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lit_linear.losses import softmax_loss_vectorized, svm_loss_vectorized
-from lit_linear.naive import softmax_loss_naive, svm_loss_naive
+from lit_linear.maths.losses import softmax_loss_vectorized, svm_loss_vectorized
+from lit_linear.maths.naive import softmax_loss_naive, svm_loss_naive
 
 NAIVE = {"svm": svm_loss_naive, "softmax": softmax_loss_naive}
 VECTORIZED = {"svm": svm_loss_vectorized, "softmax": softmax_loss_vectorized}

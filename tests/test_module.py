@@ -12,10 +12,10 @@ import torch
 from lightning.pytorch.loggers import CSVLogger
 
 from lit_linear import CIFARDataModule, LinearClassifier, LinearClassifierModule
-from lit_linear import steps as steps_module
-from lit_linear.classifier import preprocess
-from lit_linear.optim import sgd_update
-from lit_linear.train_step import data_term
+from lit_linear.features.pixels import preprocess
+from lit_linear.maths.optim import sgd_update
+from lit_linear.training import grouping as steps_module
+from lit_linear.training.step import data_term
 
 
 def fit(data_dir, root, lr, reg, *, loss="softmax", steps=40, interval=20, precision="64-true", **model_kwargs):

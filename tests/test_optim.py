@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from lit_linear.optim import GridSGD
+from lit_linear.maths.optim import GridSGD
 
 
 def make(lrs, decay=1.0, every=1, D=4, C=3, seed=0):

@@ -8,11 +8,11 @@ import torch
 from lightning.pytorch.plugins.precision import MixedPrecision
 
 from lit_linear import CIFARDataModule, LinearClassifierModule
-from lit_linear.data import TrainBatches
+from lit_linear.data.cifar_module import TrainBatches
 from lit_linear.errors import ConfigError
-from lit_linear.losses import grid_gradient, grid_scores, softmax_scores_grad
-from lit_linear.optim import sgd_update
-from lit_linear.precision import product_dtype
+from lit_linear.maths.grid import grid_gradient, grid_scores, softmax_scores_grad
+from lit_linear.maths.optim import sgd_update
+from lit_linear.training.precision import product_dtype
 
 LOW = [torch.bfloat16, torch.float16]
 

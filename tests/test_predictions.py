@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lit_linear.predictions import PredictionWriter
+from lit_linear.callbacks.predictions import PredictionWriter
 
 NAMES = ["cat", "dog", "emu"]
 HEADER = ["index", "predicted_label", "predicted_class", "true_label", "true_class"]

@@ -14,9 +14,9 @@ import torch
 from conftest import cli_args, run_cli, run_main
 
 from lit_linear import CIFARDataModule, LinearClassifierModule, PredictionWriter, SweepDivergedError
-from lit_linear.cli import main
+from lit_linear.cli.linear_cli import main
 from lit_linear.errors import StorageError
-from lit_linear.sweep import ConfigResult, SweepResult
+from lit_linear.sweep.results import ConfigResult, SweepResult
 
 # --- config errors: refused before any data is read or any step is taken --------------------------
 
@@ -141,7 +141,7 @@ def crash_on_rename(monkeypatch):
     def refuse(src, dst):
         raise OSError(errno.ENOSPC, "No space left on device (simulated, before the rename)")
 
-    monkeypatch.setattr("lit_linear.atomic.os.replace", refuse)
+    monkeypatch.setattr("lit_linear.runs.atomic.os.replace", refuse)
 
 
 def test_sweep_json_write_is_atomic(tmp_path, monkeypatch):

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from lit_linear.errors import ConfigError
-from lit_linear.runs import find_matching_checkpoint
+from lit_linear.runs.find import find_matching_checkpoint
 
 MODEL = {"loss": "softmax", "lr": [0.1, 0.01], "reg": 0.001, "weight_scale": 1e-6}
 DATA = {"dataset": "cifar10", "batch_size": 200}

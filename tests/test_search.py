@@ -11,8 +11,8 @@ import torch
 from conftest import REPO, cli_args, run_main, table_rows, val_acc_steps
 
 from lit_linear import LinearClassifier, LinearClassifierModule
-from lit_linear.cli import main
-from lit_linear.sweep import LogUniform, as_axis, sweep_configs
+from lit_linear.cli.linear_cli import main
+from lit_linear.sweep.configs import LogUniform, as_axis, sweep_configs
 
 SEARCH = ["--model.lr", "{low: 0.001, high: 0.5}", "--model.reg", "{low: 1.0e-4, high: 0.1}", "--model.num_configs", "9"]
 

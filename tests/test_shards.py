@@ -9,8 +9,8 @@ import torch
 from conftest import cli_args, run_main
 
 from lit_linear.errors import ConfigError
-from lit_linear.optim import GridSGD
-from lit_linear.shards import config_share, resolve_split
+from lit_linear.maths.optim import GridSGD
+from lit_linear.sweep.shards import config_share, resolve_split
 
 
 @pytest.mark.parametrize(

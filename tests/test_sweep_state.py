@@ -11,10 +11,10 @@ import pytest
 import torch
 from conftest import cli_args
 
-from lit_linear.cli import main
-from lit_linear.optim import GridSGD
-from lit_linear.sweep import ConfigResult
-from lit_linear.sweep_state import SweepState
+from lit_linear.cli.linear_cli import main
+from lit_linear.maths.optim import GridSGD
+from lit_linear.sweep.results import ConfigResult
+from lit_linear.sweep.state import SweepState
 
 FIXTURE = Path(__file__).parent / "fixtures" / "search_step30_e8583c9.ckpt"
 # The search the fixture was saved from, at commit e8583c9 (before SweepState): 4 configs halved to 2 at step

@@ -5,10 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from conftest import CIFAR10_NAMES
-from lit_linear.cifar import CIFAR100_CLASSES
-from lit_linear.templates import LABEL_HEIGHT, PAD, class_templates, grid_columns, grid_shape, template_grid
+
+from lit_linear.callbacks.tensorboard.templates import (
+    LABEL_HEIGHT,
+    PAD,
+    class_templates,
+    grid_columns,
+    grid_shape,
+    template_grid,
+)
+from lit_linear.data.cifar import CIFAR100_CLASSES
 
 
 def _weights(num_classes: int, seed: int = 0) -> torch.Tensor:

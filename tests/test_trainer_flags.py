@@ -13,7 +13,7 @@ from conftest import REPO, cli_args, run_cli, write_cifar10
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lit_linear import CIFARDataModule, LinearClassifier
-from lit_linear.cli import main
+from lit_linear.cli.linear_cli import main
 
 GRID = ["--model.lr", "[0.05, 0.4]", "--model.reg", "[0.0, 0.01]"]
 
@@ -265,7 +265,7 @@ def test_a_gpu_with_tensor_cores_is_told_the_option_that_uses_them(monkeypatch, 
     """Lightning's hint names torch.set_float32_matmul_precision, which a command line cannot call; the CLI names its option."""
     from types import SimpleNamespace
 
-    from lit_linear import console
+    from lit_linear.cli import console
 
     said = []
     monkeypatch.setattr(console, "rank_zero_info", said.append)

@@ -8,13 +8,13 @@
 
 Besides LightningCLI's own behaviour it: links the data's class count, class names and feature
 size into the model; adds the ``best``/``last`` checkpoints (unless checkpointing is off), the
-predictions writer and :class:`~lit_linear.interrupts.GracefulStop`; offers
+predictions writer and :class:`~lit_linear.callbacks.interrupts.GracefulStop`; offers
 ``--float32_matmul_precision``; offers no ``--optimizer`` or ``--lr_scheduler`` (the update is
 GridSGD's, set by ``model.lr``, ``model.reg`` and ``model.lr_decay``); refuses, before any data is
-read, the Trainer settings a sweep cannot honour (:mod:`lit_linear.settings`); loads checkpoints
+read, the Trainer settings a sweep cannot honour (:mod:`lit_linear.training.trainer_flags`); loads checkpoints
 with ``weights_only=True``; resolves ``--ckpt_path best|last`` to the newest such checkpoint under
 ``--trainer.default_root_dir`` of a run trained with this run's settings; and ends the process as
-:mod:`lit_linear.faults` says: one ``error:`` line and a status for a user's or the environment's
+:mod:`lit_linear.runs.faults` says: one ``error:`` line and a status for a user's or the environment's
 fault, 130 or 143 after a stop by Ctrl-C or SIGTERM.
 """
 
@@ -31,24 +31,25 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from lit_linear import console, faults
-from lit_linear.atomic import atomic_write_text
-from lit_linear.checkpointing import BestCheckpoint, LastCheckpoint
-from lit_linear.data import CIFARDataModule
+from lit_linear.callbacks.checkpoints import BestCheckpoint, LastCheckpoint
+from lit_linear.callbacks.interrupts import NAMES, GracefulStop
+from lit_linear.callbacks.predictions import PredictionWriter
+from lit_linear.cli import console
+from lit_linear.data.cifar_module import CIFARDataModule
 from lit_linear.errors import ConfigError
-from lit_linear.interrupts import NAMES, GracefulStop
-from lit_linear.module import LinearClassifierModule
-from lit_linear.predictions import PredictionWriter
-from lit_linear.runs import find_matching_checkpoint
-from lit_linear.settings import check_fit_settings
-from lit_linear.shards import resolve_split
-from lit_linear.train_step import check_cuda_graph
+from lit_linear.runs import faults
+from lit_linear.runs.atomic import atomic_write_text
+from lit_linear.runs.find import find_matching_checkpoint
+from lit_linear.sweep.shards import resolve_split
+from lit_linear.training.module import LinearClassifierModule
+from lit_linear.training.step import check_cuda_graph
+from lit_linear.training.trainer_flags import check_fit_settings
 
 MatmulPrecision = Literal["highest", "high", "medium"]
 
 
 class AtomicSaveConfig(SaveConfigCallback):
-    """LightningCLI's ``config.yaml`` in the run folder, written atomically (:mod:`lit_linear.atomic`)."""
+    """LightningCLI's ``config.yaml`` in the run folder, written atomically (:mod:`lit_linear.runs.atomic`)."""
 
     def setup(self, trainer: Trainer, pl_module: Any, stage: str) -> None:
         if not self.already_saved:
@@ -149,7 +150,7 @@ class LinearCLI(LightningCLI):
 
 
 def main(args: list[str] | None = None) -> None:
-    """Entry point of ``lit-linear`` and ``train.py``: runs the CLI, and ends the process as :mod:`lit_linear.faults` says."""
+    """Entry point of ``lit-linear`` and ``train.py``: runs the CLI, and ends the process as :mod:`lit_linear.runs.faults` says."""
     console.quiet()
     faults.mark_launcher()
     subcommand = next((a for a in (sys.argv[1:] if args is None else args) if not a.startswith("-")), None)

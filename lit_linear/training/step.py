@@ -1,7 +1,7 @@
 """One SGD step's maths as training runs it: the features and data loss of a minibatch, and the closure GridSGD calls.
 
 :func:`data_term` is the data side of a step: the minibatch's features and the grid's data loss
-with its gradient left as two factors (:func:`lit_linear.losses.grid_loss_factored`); GridSGD adds
+with its gradient left as two factors (:func:`lit_linear.maths.grid.grid_loss_factored`); GridSGD adds
 the regulariser and applies the update. :class:`TrainStep` runs it eagerly, through
 ``torch.compile`` or replayed from a CUDA graph, as the model's options ask, and makes the
 closure of each step, averaging the gradient by hand when several processes share each minibatch.
@@ -14,10 +14,10 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
-from lit_linear.classifier import gather_features
 from lit_linear.errors import ConfigError
-from lit_linear.graphs import CapturedCall
-from lit_linear.losses import grid_gradient, grid_loss_factored
+from lit_linear.features.pixels import gather_features
+from lit_linear.maths.graphs import CapturedCall
+from lit_linear.maths.grid import grid_gradient, grid_loss_factored
 
 
 def data_term(loss: str, W: Tensor, split: Tensor, rows: Tensor, labels: Tensor, pixel_mean: Tensor,
@@ -32,7 +32,7 @@ def data_term(loss: str, W: Tensor, split: Tensor, rows: Tensor, labels: Tensor,
         labels: ``(n,)`` int64.
         pixel_mean: ``(3072,)``.
         out: a ``(n, D)`` buffer for the features, reused from step to step.
-        dtype: the features' dtype, which the products run in (:mod:`lit_linear.precision`); default W's.
+        dtype: the features' dtype, which the products run in (:mod:`lit_linear.training.precision`); default W's.
 
     Returns:
         ``(data_loss (K,), X (n, D), dscores (n, K*C))``: what :class:`GridSGD` takes.
@@ -59,7 +59,7 @@ class TrainStep:
     Args:
         loss: ``svm`` or ``softmax``.
         compile: run it through ``torch.compile``.
-        cuda_graph: record it in a CUDA graph and replay it (:class:`~lit_linear.graphs.CapturedCall`).
+        cuda_graph: record it in a CUDA graph and replay it (:class:`~lit_linear.maths.graphs.CapturedCall`).
     """
 
     def __init__(self, loss: str, compile: bool = False, cuda_graph: bool = False) -> None:

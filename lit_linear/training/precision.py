@@ -21,7 +21,7 @@ is lost entirely; a fit refuses them.
 float16 has a narrow exponent range, which autograd's GradScaler protects with a loss scale. The
 gradient here needs none: its factor is rounded as ``N * dscores`` (entries ``p - onehot(y)`` in
 ``[-1, 1]`` for softmax, ``[-(C-1), 1]`` for the hinge), and the learning rate and ``1/N`` are
-applied afterwards in float32 (:func:`lit_linear.losses.grid_gradient`). Lightning's GradScaler
+applied afterwards in float32 (:func:`lit_linear.maths.grid.grid_gradient`). Lightning's GradScaler
 would call ``optimizer.step()`` without the step's closure, so :func:`check_precision` removes it.
 """
 

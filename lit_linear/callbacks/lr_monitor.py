@@ -4,13 +4,13 @@ Lightning's monitor logs the ``lr`` of each param group of each optimizer. :clas
 all K configs in one group whose ``lr`` is the list of their base rates, which no logger takes.
 This monitor logs what each config trains with instead, in SGD steps, as
 ``lr-GridSGD/lr=0.4,reg=0.001``: ``lr · lr_decay ** (step // lr_decay_every)``
-(:func:`lit_linear.optim.decayed_lr`), for every config still training. A config's curve ends where
+(:func:`lit_linear.maths.optim.decayed_lr`), for every config still training. A config's curve ends where
 successive halving stopped it or a validation found it diverged (its rate is then 0), so the
 curves are the same on any number of processes. ``log_weight_decay`` logs each config's
 ``2 · reg`` (the weight decay its L2 term amounts to); ``log_momentum`` logs 0, as Lightning's
 monitor does for an optimizer without momentum.
 
-:class:`~lit_linear.module.LinearClassifierModule` puts it in place of a ``LearningRateMonitor``
+:class:`~lit_linear.training.module.LinearClassifierModule` puts it in place of a ``LearningRateMonitor``
 the user passes (``--trainer.callbacks LearningRateMonitor``), with the same arguments.
 """
 
@@ -21,8 +21,8 @@ from typing import Any
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import LearningRateMonitor
 
-from lit_linear.optim import decayed_lr
-from lit_linear.sweep import config_name
+from lit_linear.maths.optim import decayed_lr
+from lit_linear.sweep.configs import config_name
 
 PREFIX = "lr-GridSGD"
 

@@ -7,8 +7,8 @@ from typing import Any, Callable, Iterable, Sequence
 import torch
 from torch import Tensor
 
-from lit_linear.graphs import CapturedCall
-from lit_linear.losses import NARROW_GRID, grid_gradient, grid_sq_norms, per_column
+from lit_linear.maths.graphs import CapturedCall
+from lit_linear.maths.grid import NARROW_GRID, grid_gradient, grid_sq_norms, per_column
 
 Closure = Callable[[], "Tensor | tuple[Tensor, Tensor, Tensor]"]
 
@@ -48,7 +48,7 @@ class GridSGD(torch.optim.Optimizer):
         lr_decay_every: steps between decays.
         compile: run the update's tensor work through ``torch.compile``.
         cuda_graph: record the update in a CUDA graph after a few steps and replay it
-            (:class:`~lit_linear.graphs.CapturedCall`); for a CUDA grid whose closure returns the
+            (:class:`~lit_linear.maths.graphs.CapturedCall`); for a CUDA grid whose closure returns the
             same tensors at every step.
     """
 
@@ -164,7 +164,7 @@ def sgd_update(p: Tensor, step: Tensor, base_lr: Tensor, reg: Tensor, live: Tens
 
     Either ``X (N, D)`` and ``dscores (N, K*C)`` (the data gradient ``X.T @ dscores``, scaled here
     in place) or ``grad (D, K, C)`` is given. ``step`` (0-dim), ``live (K,)`` are updated in place.
-    X may be narrower than W (mixed precision, :mod:`lit_linear.precision`): the gradient's product
+    X may be narrower than W (mixed precision, :mod:`lit_linear.training.precision`): the gradient's product
     then runs in X's dtype, and everything else in W's.
     """
     D, K, C = p.shape

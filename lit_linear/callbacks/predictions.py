@@ -11,7 +11,7 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 from torch import Tensor
 
-from lit_linear.atomic import atomic_open
+from lit_linear.runs.atomic import atomic_open
 
 
 class PredictionWriter(BasePredictionWriter):

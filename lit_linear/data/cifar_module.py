@@ -2,8 +2,8 @@
 
 The hot path never touches a per-sample ``Dataset``: each split is one ``(N, 3072)`` uint8 tensor
 (4x smaller than float32) that lives on the training device, and a minibatch is a gather of
-``batch_size`` rows from it (:mod:`lit_linear.streams`). Scaling, mean subtraction and the bias
-column happen on the device in the model (:func:`lit_linear.classifier.preprocess`), so nothing is
+``batch_size`` rows from it (:mod:`lit_linear.data.streams`). Scaling, mean subtraction and the bias
+column happen on the device in the model (:func:`lit_linear.features.pixels.preprocess`), so nothing is
 copied host->device per step.
 """
 
@@ -17,20 +17,9 @@ import torch
 from lightning.pytorch.utilities import CombinedLoader, rank_zero_info
 from torch import Tensor
 
-from lit_linear.cifar import (
-    PIXELS,
-    SPECS,
-    DatasetName,
-    download,
-    find_folder,
-    get_spec,
-    incomplete_folder,
-    load_class_names,
-    load_split,
-)
+from lit_linear.data.cifar import PIXELS, SPECS, DatasetName, download, find_folder, get_spec, incomplete_folder, load_class_names, load_split
 from lit_linear.errors import ConfigError, DataError
-from lit_linear.steps import warn_if_shorter_than_logging
-from lit_linear.streams import Batch, EvalBatches, TrainBatches, TrainBlock
+from lit_linear.data.streams import Batch, EvalBatches, TrainBatches, TrainBlock
 
 __all__ = ["Batch", "CIFARDataModule", "EvalBatches", "TrainBatches", "TrainBlock"]
 
@@ -87,7 +76,7 @@ class CIFARDataModule(pl.LightningDataModule):
         self.save_hyperparameters(logger=False)
         self.data_dir = Path(data_dir)
         # SGD steps per Lightning training batch: not an option, set by LinearClassifierModule when
-        # a fit starts (lit_linear.steps); the minibatches and the result do not depend on it.
+        # a fit starts (lit_linear.training.grouping); the minibatches and the result do not depend on it.
         self.steps_per_batch = 1
         # Under DDP, whether each rank takes its share of every minibatch and of the validation
         # splits (model.split minibatch), or all of them (configs: the ranks split the configs
@@ -211,8 +200,6 @@ class CIFARDataModule(pl.LightningDataModule):
         rank, world_size = self._rank(self.shard_rows)
         trainer = self.trainer
         max_steps = trainer.max_steps if trainer is not None else -1
-        if trainer is not None:
-            warn_if_shorter_than_logging(trainer, max_steps - trainer.global_step, self.steps_per_batch)
         return TrainBatches(
             self.train_images,
             self.train_labels,

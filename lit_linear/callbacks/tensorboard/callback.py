@@ -29,7 +29,7 @@ from tensorboard.compat.proto import summary_pb2
 from torch import Tensor
 from torch.utils.tensorboard import SummaryWriter
 
-from lit_linear.hparams import (
+from lit_linear.callbacks.tensorboard.hparams import (
     STATUS_FAILURE,
     STATUS_SUCCESS,
     STATUS_UNKNOWN,
@@ -37,8 +37,9 @@ from lit_linear.hparams import (
     session_end_summary,
     session_start_summary,
 )
-from lit_linear.sweep import SweepResult, config_name
-from lit_linear.templates import check_scale, template_grid
+from lit_linear.callbacks.tensorboard.templates import check_scale, template_grid
+from lit_linear.sweep.configs import config_name
+from lit_linear.sweep.results import SweepResult
 
 METRICS = {"acc/train": "train accuracy", "acc/val": "val accuracy", "loss/train": "train loss"}
 

@@ -1,7 +1,7 @@
 """The streams a sweep reads: training minibatches drawn by step, evaluation splits in chunks.
 
 A split lives on the training device as one ``(N, 3072)`` uint8 tensor; a minibatch is a list of its
-row numbers, gathered as the features are written (:func:`lit_linear.classifier.gather_features`),
+row numbers, gathered as the features are written (:func:`lit_linear.features.pixels.gather_features`),
 never collated per sample. Minibatch order is a pure function of ``(seed, step)``: step ``t`` takes
 batch ``t % B`` of a fresh permutation of the training rows for epoch ``t // B`` (``B = N_train //
 batch_size``, the tail is dropped). The training stream starts wherever the weights are, the
@@ -33,7 +33,7 @@ class TrainBlock(NamedTuple):
     """The minibatches of ``m`` consecutive SGD steps as row numbers into their split, not yet copied out of it.
 
     What :class:`TrainBatches` yields. The module gathers each step's rows as it turns them into
-    features (:func:`lit_linear.classifier.gather_features`), rather than first copying all m
+    features (:func:`lit_linear.features.pixels.gather_features`), rather than first copying all m
     steps' rows into a block and reading them back.
     """
 

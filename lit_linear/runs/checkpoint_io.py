@@ -4,7 +4,7 @@ Lightning's ``TorchCheckpointIO`` serializes a checkpoint in memory and then wri
 the final name: a full disk or a crash during that write leaves a truncated ``best.ckpt`` or
 ``last.ckpt`` in place of the previous, good one, and ``--ckpt_path best`` would pick it up.
 This writer goes through a temporary file in the same folder, fsynced and renamed
-(:mod:`lit_linear.atomic`), so that a failed save leaves the previous file as it was.
+(:mod:`lit_linear.runs.atomic`), so that a failed save leaves the previous file as it was.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from fsspec.implementations.local import LocalFileSystem
 from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from lit_linear.atomic import atomic_torch_save
+from lit_linear.runs.atomic import atomic_torch_save
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -2,7 +2,7 @@
 
 A scheduler (SLURM, Kubernetes, ``timeout``) asks a job to leave with SIGTERM and kills it a grace
 period later; a user asks with Ctrl-C (SIGINT). Either way the fit finishes the batch of steps it is
-in (at most :data:`lit_linear.steps.MAX_STEPS_PER_BATCH`), validates, saves ``last.ckpt``, writes
+in (at most :data:`lit_linear.training.grouping.MAX_STEPS_PER_BATCH`), validates, saves ``last.ckpt``, writes
 ``sweep.json`` and ``best_model.pt``, and the CLI exits with 128 + the signal's number: 130 for
 Ctrl-C, 143 for SIGTERM, so that a scheduler can tell a stopped job from a finished one and
 requeue it. A second Ctrl-C aborts at once.

@@ -27,12 +27,12 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
-from lit_linear.classifier import LinearClassifier
 from lit_linear.errors import LitLinearError
-from lit_linear.losses import grid_scores
-from lit_linear.metrics import GridAccuracy
-from lit_linear.optim import GridSGD
-from lit_linear.sweep import ConfigResult, SweepResult
+from lit_linear.features.classifier import LinearClassifier
+from lit_linear.maths.grid import grid_scores
+from lit_linear.maths.optim import GridSGD
+from lit_linear.sweep.metrics import GridAccuracy
+from lit_linear.sweep.results import ConfigResult, SweepResult
 
 # The tensors of a SweepState, saved at the top of the module's state dict as earlier versions did.
 TENSORS = ("W", "best_index", "columns", "loss_sum", "loss_steps")

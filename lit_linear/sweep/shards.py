@@ -28,8 +28,8 @@ from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 
 from lit_linear.errors import ConfigError
-from lit_linear.optim import GridSGD
-from lit_linear.sweep_state import SweepState
+from lit_linear.maths.optim import GridSGD
+from lit_linear.sweep.state import SweepState
 
 Split = Literal["configs", "minibatch", "auto"]
 SPLITS = ("configs", "minibatch", "auto")

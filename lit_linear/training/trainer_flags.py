@@ -25,8 +25,8 @@ from lightning.pytorch.callbacks import (
 from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
 
 from lit_linear.errors import ConfigError
-from lit_linear.precision import check_precision
-from lit_linear.steps import is_count
+from lit_linear.training.grouping import is_count
+from lit_linear.training.precision import check_precision
 
 # Callbacks that act on autograd's backward, an optimizer's param_groups or the loss a training
 # step returns, none of which a hand-trained sweep has; the reason names what to use instead.

@@ -2,7 +2,7 @@
 
 ``svm_loss_naive`` and ``softmax_loss_naive`` take one classifier ``W (D, C)``, a minibatch
 ``X (N, D)``, labels ``y (N,)`` and an L2 strength, and return ``(loss, dW)`` exactly as
-:func:`lit_linear.losses.svm_loss_vectorized` and :func:`lit_linear.losses.softmax_loss_vectorized`
+:func:`lit_linear.maths.losses.svm_loss_vectorized` and :func:`lit_linear.maths.losses.softmax_loss_vectorized`
 do, one row and one class at a time. Far too slow to train; ``tests/test_losses.py`` checks the
 vectorized losses against them, and both against numeric gradients.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lit_linear.losses import check_batch
+from lit_linear.maths.grid import check_batch
 
 
 def _check_single(W: Tensor, X: Tensor, y: Tensor) -> None:

@@ -40,14 +40,14 @@ class BestCheckpoint(ModelCheckpoint):
 class LastCheckpoint(ModelCheckpoint):
     """Keeps ``last.ckpt`` up to date: every N steps, at the end of fit (a graceful stop included), and on a crash.
 
-    For a :class:`~lit_linear.module.LinearClassifierModule` fit, whose step grouping
-    (:class:`~lit_linear.steps.StepGrouping`) says which steps a validation follows. A fit resumed from it (``--ckpt_path last``) continues exactly: weights, optimizer step and
+    For a :class:`~lit_linear.training.module.LinearClassifierModule` fit, whose step grouping
+    (:class:`~lit_linear.training.grouping.StepGrouping`) says which steps a validation follows. A fit resumed from it (``--ckpt_path last``) continues exactly: weights, optimizer step and
     frozen configs, the loss accumulators, and the minibatch sampler's state are all in it.
 
     When a fit fails (an exception, a second Ctrl-C), a single process saves the step it reached,
     unless the failure came in the middle of a step or was the disk refusing a write. Several
     processes never save then: a save waits for every process, and one that failed alone may never
-    join (:mod:`lit_linear.faults`). Otherwise the last good ``last.ckpt`` is kept, and a line says so.
+    join (:mod:`lit_linear.runs.faults`). Otherwise the last good ``last.ckpt`` is kept, and a line says so.
 
     Args:
         every_n_train_steps: steps between saves.

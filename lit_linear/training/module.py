@@ -6,9 +6,9 @@
 The K configs live side by side in one ``W (D, K, C)``; every step they score the same minibatch in
 one product and :class:`GridSGD` adds their hand-derived gradients into ``W`` (Lightning never calls
 backward). The module is Lightning's glue: each hook hands what Lightning asks to the unit that
-answers it: :class:`~lit_linear.sweep_state.SweepState` (the sweep's state and decisions),
-:class:`~lit_linear.train_step.TrainStep` (the step's maths), :class:`~lit_linear.steps.StepGrouping`
-(SGD steps per Lightning batch) and :class:`~lit_linear.shards.ConfigShards` (the processes' shares).
+answers it: :class:`~lit_linear.sweep.state.SweepState` (the sweep's state and decisions),
+:class:`~lit_linear.training.step.TrainStep` (the step's maths), :class:`~lit_linear.training.grouping.StepGrouping`
+(SGD steps per Lightning batch) and :class:`~lit_linear.sweep.shards.ConfigShards` (the processes' shares).
 """
 
 from __future__ import annotations
@@ -21,22 +21,24 @@ import torch
 from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy
 
-from lit_linear.checkpoint_io import use_atomic_checkpoints
-from lit_linear.classifier import LinearClassifier, preprocess
-from lit_linear.data import CIFARDataModule
+from lit_linear.callbacks.lr_monitor import SweepLearningRateMonitor
+from lit_linear.callbacks.progress import StepProgressBar
+from lit_linear.data.cifar_module import CIFARDataModule
+from lit_linear.data.streams import Batch, TrainBlock
 from lit_linear.errors import SweepDivergedError
-from lit_linear.faults import leave_process_group_at_exit
-from lit_linear.lr_monitor import SweepLearningRateMonitor
-from lit_linear.optim import GridSGD
-from lit_linear.precision import own_dtypes, product_dtype
-from lit_linear.progress import StepProgressBar
-from lit_linear.settings import check_fit_settings
-from lit_linear.shards import ConfigShards, Split, resolve_split
-from lit_linear.steps import StepGrouping
-from lit_linear.streams import Batch, TrainBlock
-from lit_linear.sweep import SweepResult, check_model_options, check_same_sweep
-from lit_linear.sweep_state import SweepState, flatten_state_dict, nest_state_dict
-from lit_linear.train_step import TrainStep, check_cuda_graph
+from lit_linear.features.classifier import LinearClassifier
+from lit_linear.features.pixels import preprocess
+from lit_linear.maths.optim import GridSGD
+from lit_linear.runs.checkpoint_io import use_atomic_checkpoints
+from lit_linear.runs.faults import leave_process_group_at_exit
+from lit_linear.sweep.configs import check_model_options, check_same_sweep
+from lit_linear.sweep.results import SweepResult
+from lit_linear.sweep.shards import ConfigShards, Split, resolve_split
+from lit_linear.sweep.state import SweepState, flatten_state_dict, nest_state_dict
+from lit_linear.training.grouping import StepGrouping, warn_if_shorter_than_logging
+from lit_linear.training.precision import own_dtypes, product_dtype
+from lit_linear.training.step import TrainStep, check_cuda_graph
+from lit_linear.training.trainer_flags import check_fit_settings
 
 
 class LinearClassifierModule(pl.LightningModule):
@@ -69,7 +71,7 @@ class LinearClassifierModule(pl.LightningModule):
             the configs on every whole minibatch, with no traffic between steps; ``minibatch``,
             each holds every config and takes a share of each minibatch, the gradient averaged
             across processes at every step; ``auto``: ``configs`` when there are at least as many
-            configs as processes, else ``minibatch``. The result is the same (:mod:`lit_linear.shards`).
+            configs as processes, else ``minibatch``. The result is the same (:mod:`lit_linear.sweep.shards`).
     """
 
     def __init__(
@@ -177,10 +179,11 @@ class LinearClassifierModule(pl.LightningModule):
 
     # --- training ------------------------------------------------------------------------------
     def _features(self, images: Tensor) -> Tensor:
-        """Features ``(N, D)`` in the dtype the products run in (:mod:`lit_linear.precision`)."""
+        """Features ``(N, D)`` in the dtype the products run in (:mod:`lit_linear.training.precision`)."""
         return preprocess(images, self.pixel_mean, self._product_dtype or self.W.dtype)
 
     def on_train_start(self) -> None:
+        warn_if_shorter_than_logging(self.trainer, self.trainer.max_steps - self.global_step, self.steps_per_batch)
         self._keep_only(self.sweep.resumed_halving(self.global_step, self.trainer.max_steps))
         self._loaded = None  # the weights move on from the checkpoint's step
         if self.shards.splits_configs:

@@ -4,9 +4,9 @@ The rules, for one process and for several:
 
 - An exception's own path runs no collective. Lightning calls ``on_exception`` on each process
   separately, and a process that failed alone never joins a collective the others enter, so a
-  save or a gather there could wait forever (:class:`~lit_linear.checkpointing.LastCheckpoint`
+  save or a gather there could wait forever (:class:`~lit_linear.callbacks.checkpoints.LastCheckpoint`
   keeps its last good file instead). The failing process leaves at once; the others notice at
-  their next collective (at most one batch of steps away: :class:`~lit_linear.interrupts.GracefulStop`
+  their next collective (at most one batch of steps away: :class:`~lit_linear.callbacks.interrupts.GracefulStop`
   agrees once per batch), through the closed connection, and leave too.
 - A process leaves its process group before it exits, on a fault and at a normal end alike: gloo
   aborts a process that exits with connections to a peer that has gone.

@@ -1,50 +1,15 @@
-"""Multiclass SVM and softmax losses with hand-derived gradients.
+"""The grid kernels: K configs stored side by side as ``W (D, K, C)``, the ``(D, K*C)`` matrix they form.
 
-Pure PyTorch maths: no autograd, no Lightning. The course's functions return ``(loss, dW)``.
-Training calls the same code one level down: :func:`grid_loss_factored` is the data loss of
-:func:`svm_loss_vectorized` / :func:`softmax_loss_vectorized` with its gradient left as its two
-factors, ``dW_data = X.T @ dscores``, so that the SGD update can fold the product into ``W``
-(``addmm_``); the update also takes the regulariser. The vectorized functions are that call
-plus ``dW = X.T @ dscores + 2 reg W``.
-
-Shapes (D features including the bias column, C classes, N rows, K configs):
-
-- ``W``: ``(D, C)`` for one classifier, or a grid of K classifiers as ``(K, D, C)``
-  (``layout="KDC"``, the default) or ``(D, K, C)`` (``layout="DKC"``);
-- ``X``: ``(N, D)``, the same dtype and device as ``W``;
-- ``y``: ``(N,)`` int64 labels in ``[0, C)``;
-- ``reg``: a float, or for a grid a ``(K,)`` tensor of per-config strengths.
-
-Returns ``loss`` as a 0-dim tensor for ``(D, C)`` and ``(K,)`` for a grid, and ``dW`` in the
-shape and layout of ``W``. Both losses are averaged over the N rows and add ``reg * sum(W**2)``
-(no 1/2, so the regulariser's gradient is ``2 * reg * W``), as in EECS 498 A2 / CS231n A1.
-
-Why the ``DKC`` layout: the K configs share the minibatch, so the scores of the whole grid are
-one product ``X (N, D) @ W (D, K*C)`` and the gradient one product ``X.T (D, N) @ dS (N, K*C)``.
-A ``(D, K, C)`` tensor *is* that ``(D, K*C)`` matrix (a free view), while ``(K, D, C)`` must be
-transposed into it and back at every call. Training code keeps its grid in ``DKC``.
+What training runs: the scores of every config in one product, the loss heads that turn scores into
+``(data loss (K,), dscores)`` in place, the gradient's product, and per-config factors as one row per
+column. The course's functions (:mod:`lit_linear.maths.losses`) are built on these. Why the layout:
+``docs/design.md``, "The grid in one tensor".
 """
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 from torch import Tensor
-
-Layout = Literal["KDC", "DKC"]
-
-__all__ = [
-    "svm_loss_vectorized",
-    "softmax_loss_vectorized",
-    "svm_scores_grad",
-    "softmax_scores_grad",
-    "grid_loss_factored",
-    "grid_sq_norms",
-]
-
-
-# --------------------------------------------------------------------------- checks
 
 
 def check_batch(D: int, C: int, X: Tensor, y: Tensor) -> None:
@@ -54,28 +19,6 @@ def check_batch(D: int, C: int, X: Tensor, y: Tensor) -> None:
         raise ValueError(f"y must have shape ({X.shape[0]},) to match X, got {tuple(y.shape)}")
     if C < 2:
         raise ValueError(f"W must have at least 2 classes (columns), got {C}")
-
-
-# --------------------------------------------------------------------------- vectorized (grid)
-
-
-def _to_dkc(W: Tensor, layout: Layout) -> tuple[Tensor, bool]:
-    """View any accepted W as a ``(D, K, C)`` grid; also say whether W was a single ``(D, C)``."""
-    if W.dim() == 2:
-        return W.unsqueeze(1), True
-    if W.dim() != 3:
-        raise ValueError(f"W must have shape (D, C), (K, D, C) or (D, K, C), got {tuple(W.shape)}")
-    if layout == "KDC":
-        return W.permute(1, 0, 2), False
-    if layout == "DKC":
-        return W, False
-    raise ValueError(f"layout must be 'KDC' or 'DKC', got {layout!r}")
-
-
-def _from_dkc(dW: Tensor, layout: Layout, single: bool) -> Tensor:
-    if single:
-        return dW.squeeze(1).contiguous()
-    return (dW.permute(1, 0, 2) if layout == "KDC" else dW).contiguous()
 
 
 def per_column(values: float | Tensor, K: int, C: int, like: Tensor, name: str = "reg") -> float | Tensor:
@@ -158,65 +101,6 @@ def softmax_scores_grad(scores: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
 SCORES_GRAD = {"svm": svm_scores_grad, "softmax": softmax_scores_grad}
 
 
-def _vectorized(name: str, W: Tensor, X: Tensor, y: Tensor, reg: float | Tensor, layout: Layout) -> tuple[Tensor, Tensor]:
-    Wg, single = _to_dkc(W, layout)  # (D, K, C)
-    D, K, C = Wg.shape
-    # A free view in DKC layout; in KDC layout the one copy that layout costs.
-    Wg = Wg.contiguous()
-    W_flat = Wg.view(D, K * C)  # (D, K*C)
-    data_loss, dscores = grid_loss_factored(name, Wg, X, y)  # (K,), (N, K*C)
-    dW = grid_gradient(X, dscores)  # (D, K*C)
-    reg_row = per_column(reg, K, C, W_flat)
-    if isinstance(reg_row, Tensor):
-        loss = data_loss + reg_row.view(K, C)[:, 0] * grid_sq_norms(W_flat, K, C)
-        dW.addcmul_(W_flat, reg_row, value=2.0)
-    else:
-        loss = data_loss + reg_row * grid_sq_norms(W_flat, K, C)
-        dW.add_(W_flat, alpha=2.0 * reg_row)
-    dW = _from_dkc(dW.view(D, K, C), layout, single)
-    return (loss.squeeze(0) if single else loss), dW
-
-
-def svm_loss_vectorized(
-    W: Tensor, X: Tensor, y: Tensor, reg: float | Tensor, *, layout: Layout = "KDC"
-) -> tuple[Tensor, Tensor]:
-    """Multiclass hinge loss and its gradient, no Python loop over rows, classes or configs.
-
-    ``L_i = sum_{j != y_i} max(0, s_j - s_{y_i} + 1)`` with ``s = X W``, averaged over the rows,
-    plus ``reg * sum(W**2)``. At a margin of exactly 0 the subgradient 0 is taken.
-
-    Args:
-        W: ``(D, C)``, or a grid ``(K, D, C)`` / ``(D, K, C)`` as chosen by ``layout``.
-        X: ``(N, D)``.
-        y: ``(N,)`` int64.
-        reg: float, or ``(K,)`` tensor for a grid.
-        layout: how a 3-dim ``W`` is laid out: ``"KDC"`` or ``"DKC"`` (faster; see module doc).
-
-    Returns:
-        ``(loss, dW)``: ``loss`` 0-dim (single) or ``(K,)`` (grid); ``dW`` shaped like ``W``.
-    """
-    return _vectorized("svm", W, X, y, reg, layout)
-
-
-def softmax_loss_vectorized(
-    W: Tensor, X: Tensor, y: Tensor, reg: float | Tensor, *, layout: Layout = "KDC"
-) -> tuple[Tensor, Tensor]:
-    """Softmax cross-entropy and its gradient, no Python loop over rows, classes or configs.
-
-    Scores are shifted by each row's maximum, and the loss is taken as
-    ``logsumexp(s) - s_y`` rather than ``-log(p_y)``, so scores of +-1e4 stay finite in float32.
-
-    Args:
-        W: ``(D, C)``, or a grid ``(K, D, C)`` / ``(D, K, C)`` as chosen by ``layout``.
-        X: ``(N, D)``.
-        y: ``(N,)`` int64.
-        reg: float, or ``(K,)`` tensor for a grid.
-        layout: how a 3-dim ``W`` is laid out: ``"KDC"`` or ``"DKC"`` (faster; see module doc).
-
-    Returns:
-        ``(loss, dW)``: ``loss`` 0-dim (single) or ``(K,)`` (grid); ``dW`` shaped like ``W``.
-    """
-    return _vectorized("softmax", W, X, y, reg, layout)
 
 
 # Up to this many columns (K*C), the two training products run about twice as fast on the CPU
@@ -229,7 +113,7 @@ def grid_scores(W_flat: Tensor, X: Tensor) -> Tensor:
     """``X @ W_flat``, ``(N, D) @ (D, K*C) -> (N, K*C)``, computed the faster way for its width.
 
     The product runs in X's dtype and the scores are returned in W's. Under mixed precision X is
-    narrower (bfloat16 or float16, :mod:`lit_linear.precision`): W is rounded to it for the product.
+    narrower (bfloat16 or float16, :mod:`lit_linear.training.precision`): W is rounded to it for the product.
     """
     if X.dtype != W_flat.dtype:
         # Rounded into nn.Linear's (K*C, D) layout: several times faster than (D, K*C) for 16-bit CPU
@@ -265,7 +149,7 @@ def grid_loss_factored(loss: str, W: Tensor, X: Tensor, y: Tensor) -> tuple[Tens
     """The data loss of a ``(D, K, C)`` grid and its gradient as a factor: ``dW_data = X.T @ dscores``.
 
     What training uses. The product ``X.T @ dscores`` is left to the update, which adds it into
-    ``W`` in place (:class:`lit_linear.optim.GridSGD`) instead of forming ``dW`` and then reading
+    ``W`` in place (:class:`lit_linear.maths.optim.GridSGD`) instead of forming ``dW`` and then reading
     it again. So is the regulariser: ``reg * ||W_k||^2`` and its gradient ``2 reg W`` are taken by
     the update in the pass that scales ``W`` by ``1 - 2 lr reg``.
 

@@ -1,7 +1,7 @@
 """StepProgressBar: Lightning's tqdm progress bar, counting SGD steps instead of Lightning batches.
 
-The module hands Lightning batches of several SGD steps (:mod:`lit_linear.steps`) in one endless
-epoch (:class:`lit_linear.data.TrainBatches`), so Lightning's own bar would count batches the user
+The module hands Lightning batches of several SGD steps (:mod:`lit_linear.training.grouping`) in one endless
+epoch (:class:`lit_linear.data.cifar_module.TrainBatches`), so Lightning's own bar would count batches the user
 never asked for, against no total. This one counts what the user set: ``global_step`` out of
 ``max_steps``, with a rate in steps per second; a resumed fit starts the count at its step.
 """
@@ -19,7 +19,7 @@ from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 class StepProgressBar(TQDMProgressBar):
     """The training bar reads ``Training: 500/2000 [..., 41.2step/s, val/acc=0.41]``; the other bars are Lightning's.
 
-    :class:`~lit_linear.module.LinearClassifierModule` puts it in place of Lightning's default
+    :class:`~lit_linear.training.module.LinearClassifierModule` puts it in place of Lightning's default
     :class:`~lightning.pytorch.callbacks.TQDMProgressBar` (``configure_callbacks``), with its
     refresh rate and position; a bar of another kind that the user chose stays as it is.
 
@@ -54,7 +54,7 @@ class StepProgressBar(TQDMProgressBar):
         )
 
     def on_train_epoch_start(self, trainer: "pl.Trainer", *args: Any) -> None:
-        pass  # one endless epoch (lit_linear.data.TrainBatches): the bar made at on_train_start counts the whole fit
+        pass  # one endless epoch (lit_linear.data.cifar_module.TrainBatches): the bar made at on_train_start counts the whole fit
 
     def on_train_batch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", outputs: Any, batch: Any,
                            batch_idx: int) -> None:  # fmt: skip

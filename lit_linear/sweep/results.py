@@ -1,0 +1,97 @@
+"""A sweep's results: each config's last validation, the table printed at the end, and ``sweep.json``."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass
+
+from lit_linear.runs.atomic import atomic_write_text
+
+
+@dataclass(frozen=True)
+class ConfigResult:
+    """One config's latest validation: accuracies are fractions in [0, 1]."""
+
+    lr: float
+    reg: float
+    train_acc: float
+    val_acc: float
+    train_loss: float | None  # mean since the previous validation; None without a training step since (validate)
+    status: str  # "ok", "diverged", or "stopped" (by successive halving)
+    stopped_at: int | None = None  # the step at which halving stopped it
+
+    def describe(self) -> str:
+        """The status as the results table shows it, e.g. ``stopped at 500``."""
+        return f"stopped at {self.stopped_at}" if self.status == "stopped" else self.status
+
+    def loss_text(self, spec: str) -> str:
+        """The train loss formatted with ``spec`` (e.g. ``9.4f``), or ``-`` where none was measured."""
+        return "-" if self.train_loss is None else format(self.train_loss, spec)
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """All configs of a sweep after a validation, and which one is best (None if all diverged)."""
+
+    loss: str
+    step: int
+    configs: tuple[ConfigResult, ...]
+    best_index: int | None
+
+    @property
+    def best(self) -> ConfigResult | None:
+        return None if self.best_index is None else self.configs[self.best_index]
+
+    def to_dict(self) -> dict:
+        best = self.best
+        return {
+            "loss": self.loss,
+            "step": self.step,
+            "best": None
+            if best is None
+            else {"lr": best.lr, "reg": best.reg, "train_acc": best.train_acc, "val_acc": best.val_acc},
+            "configs": [asdict(c) for c in self.configs],
+        }
+
+    def write_json(self, path: str | os.PathLike) -> None:
+        """Write ``sweep.json`` atomically (non-finite losses of diverged configs become null)."""
+
+        def finite(x):
+            return x if not isinstance(x, float) or math.isfinite(x) else None
+
+        data = self.to_dict()
+        for c in data["configs"]:
+            c.update({k: finite(v) for k, v in c.items()})
+        atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+
+    def table(self) -> str:
+        """The results as aligned text, one config per line, the best one marked, as the course prints."""
+        lines = [f"{self.loss} sweep: {len(self.configs)} configs after {self.step} steps"]
+        lines.append(f"  {'lr':>10}  {'reg':>10}  {'train acc':>9}  {'val acc':>7}  {'loss':>9}  status")
+        for k, c in enumerate(self.configs):
+            mark = "  <- best" if k == self.best_index else ""
+            lines.append(
+                f"  {c.lr:10.3e}  {c.reg:10.3e}  {100 * c.train_acc:8.2f}%  {100 * c.val_acc:6.2f}%"
+                f"  {c.loss_text('9.4f'):>9}  {c.describe()}{mark}"
+            )
+        best = self.best
+        if best is None:
+            lines.append("no usable config: every config diverged")
+        else:
+            lines.append(
+                f"best validation accuracy: {100 * best.val_acc:.2f}% (lr {best.lr:.3e}, reg {best.reg:.3e})"
+            )
+        return "\n".join(lines)
+
+    def markdown(self) -> str:
+        """The results as a Markdown table (for TensorBoard's text dashboard)."""
+        rows = ["| lr | reg | train acc | val acc | train loss | status |", "|---|---|---|---|---|---|"]
+        for k, c in enumerate(self.configs):
+            star = " **(best)**" if k == self.best_index else ""
+            rows.append(
+                f"| {c.lr:.3e} | {c.reg:.3e} | {100 * c.train_acc:.2f}% | {100 * c.val_acc:.2f}% "
+                f"| {c.loss_text('.4f')} | {c.describe()}{star} |"
+            )
+        return "\n".join(rows)
