@@ -1,4 +1,4 @@
-"""Train, sweep, test and predict linear classifiers on CIFAR: ``python train.py fit --config configs/softmax_sweep.yaml``.
+"""Train, sweep, test and predict linear classifiers: ``python train.py fit --config configs/softmax_sweep.yaml``.
 
 See ``python train.py --help`` and ``python train.py fit --help``; all the logic is in :mod:`lit_linear.cli.linear_cli`.
 """

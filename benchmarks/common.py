@@ -8,7 +8,7 @@ import platform
 import statistics
 import time
 import warnings
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from lightning.pytorch.callbacks import Callback
@@ -27,7 +27,8 @@ COURSE_REGS = [1e-4, 3e-4, 1e-3, 1e-2, 5e-2]
 
 
 def machine() -> str:
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    cpu = platform.processor() or platform.machine()
+    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
 def load_data(data_dir: str, batch_size: int = 200) -> CIFARDataModule:
@@ -43,7 +44,9 @@ def timed(fn: Callable[[], object]) -> tuple[float, object]:
     return time.perf_counter() - start, out
 
 
-def accuracy(W: torch.Tensor, images: torch.Tensor, labels: torch.Tensor, pixel_mean: torch.Tensor, chunk: int = 1000) -> torch.Tensor:
+def accuracy(
+    W: torch.Tensor, images: torch.Tensor, labels: torch.Tensor, pixel_mean: torch.Tensor, chunk: int = 1000
+) -> torch.Tensor:
     """Accuracy ``(K,)`` of a grid ``W (D, K, C)`` on a split, in chunks (as the module does)."""
     D, K, C = W.shape
     W = W.reshape(D, K * C)
@@ -75,17 +78,34 @@ def plain_loop(
     """
     K = len(lrs) * len(regs)
     W = W0.unsqueeze(1).repeat(1, K, 1)  # (D, K, C)
-    optimizer = GridSGD([W], [a for a in lrs for _ in regs], [b for _ in lrs for b in regs], lr_decay, lr_decay_every)
+    optimizer = GridSGD(
+        [W],
+        [a for a in lrs for _ in regs],
+        [b for _ in lrs for b in regs],
+        lr_decay=lr_decay,
+        lr_decay_every=lr_decay_every,
+    )
     batches = TrainBatches(dm.train_images, dm.train_labels, dm.hparams.batch_size, seed)
     X = None
     for t in range(steps):
         rows = batches.global_indices(t)  # (N,)
-        X = sgd_step(optimizer, loss, W, dm.train_images, rows, dm.train_labels.index_select(0, rows), dm.pixel_mean, X, dtype)
+        X = sgd_step(
+            optimizer, loss, W, dm.train_images, rows, dm.train_labels.index_select(0, rows), dm.pixel_mean, X, dtype
+        )
     return W
 
 
-def course_loop(dm: CIFARDataModule, loss: str, lr: float, reg: float, steps: int, lr_decay: float, lr_decay_every: int,
-                W0: torch.Tensor, seed: int = 0) -> torch.Tensor:  # fmt: skip
+def course_loop(
+    dm: CIFARDataModule,
+    loss: str,
+    lr: float,
+    reg: float,
+    steps: int,
+    lr_decay: float,
+    lr_decay_every: int,
+    W0: torch.Tensor,
+    seed: int = 0,
+) -> torch.Tensor:
     """The course's training loop for one config: ``loss, dW = <loss>_loss_vectorized(W, X, y, reg)``,
     then ``W -= lr * dW``; returns ``W (D, C)``.
 
@@ -103,15 +123,26 @@ def course_loop(dm: CIFARDataModule, loss: str, lr: float, reg: float, steps: in
     return W
 
 
-def sgd_step(optimizer: GridSGD, loss: str, W: torch.Tensor, split: torch.Tensor, rows: torch.Tensor, labels: torch.Tensor,
-             pixel_mean: torch.Tensor, X: torch.Tensor | None, dtype: torch.dtype | None = None) -> torch.Tensor:
+def sgd_step(
+    optimizer: GridSGD,
+    loss: str,
+    W: torch.Tensor,
+    split: torch.Tensor,
+    rows: torch.Tensor,
+    labels: torch.Tensor,
+    pixel_mean: torch.Tensor,
+    X: torch.Tensor | None,
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
     """One training step's maths as the module runs it: :func:`lit_linear.training.step.data_term` (features
     of the rows ``rows`` of the uint8 ``split``, written into ``X`` when it fits, and the data loss)
     and ``GridSGD.step``; returns the features buffer for the next step."""
     out = {}
 
     def closure():
-        value, out["X"], dscores = data_term(loss, W, split, rows, labels, pixel_mean, X, dtype)  # GridSGD adds the regulariser
+        value, out["X"], dscores = data_term(
+            loss, W, split, rows, labels, pixel_mean, out=X, dtype=dtype
+        )  # GridSGD adds the regulariser
         return value, out["X"], dscores
 
     optimizer.step(closure)
@@ -130,7 +161,15 @@ class FitTimer(Callback):
 
 def to_device(dm: CIFARDataModule, device: str) -> CIFARDataModule:
     """Move a set-up data module's splits to ``device`` (what ``setup`` does under a Trainer)."""
-    for name in ("train_images", "train_labels", "val_images", "val_labels", "train_eval_images", "train_eval_labels", "pixel_mean"):
+    for name in (
+        "train_images",
+        "train_labels",
+        "val_images",
+        "val_labels",
+        "train_eval_images",
+        "train_eval_labels",
+        "pixel_mean",
+    ):
         setattr(dm, name, getattr(dm, name).to(device))
     return dm
 
@@ -154,14 +193,30 @@ def shipped_fit(config: str, data_dir: str, root: str, steps: int, *extra: str, 
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
         cli = LinearCLI(
             args=[
-                "--config", os.path.join(REPO, "configs", config), "--data.data_dir", data_dir, "--data.download", "false",
-                "--trainer.max_steps", str(steps), "--trainer.default_root_dir", root,
-                "--trainer.val_check_interval", str(interval),
-                "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
-                "--trainer.accelerator", accelerator, "--trainer.devices", "1", *extra,
+                "--config",
+                os.path.join(REPO, "configs", config),
+                "--data.data_dir",
+                data_dir,
+                "--data.download",
+                "false",
+                "--trainer.max_steps",
+                str(steps),
+                "--trainer.default_root_dir",
+                root,
+                "--trainer.val_check_interval",
+                str(interval),
+                "--trainer.enable_progress_bar",
+                "false",
+                "--trainer.enable_model_summary",
+                "false",
+                "--trainer.accelerator",
+                accelerator,
+                "--trainer.devices",
+                "1",
+                *extra,
             ],
             run=False,
-        )  # fmt: skip
+        )
     timer = FitTimer()
     cli.trainer.callbacks.append(timer)
     cli.datamodule.setup("fit")  # read the files outside the timed region, as the plain loops do

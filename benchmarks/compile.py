@@ -23,11 +23,26 @@ from common import REPO, machine, write_json  # noqa: E402
 
 def run_fit(config: str, data_dir: str, root: str, compile: bool, cache: str, steps: int) -> float:
     command = [
-        sys.executable, os.path.join(REPO, "train.py"), "fit", "--config", os.path.join(REPO, "configs", config),
-        "--data.data_dir", data_dir, "--data.download", "false", "--trainer.default_root_dir", root,
-        "--trainer.enable_progress_bar", "false", "--trainer.accelerator", "cpu", "--trainer.max_steps", str(steps),
-        "--model.compile", str(compile).lower(),
-    ]  # fmt: skip
+        sys.executable,
+        os.path.join(REPO, "train.py"),
+        "fit",
+        "--config",
+        os.path.join(REPO, "configs", config),
+        "--data.data_dir",
+        data_dir,
+        "--data.download",
+        "false",
+        "--trainer.default_root_dir",
+        root,
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.max_steps",
+        str(steps),
+        "--model.compile",
+        str(compile).lower(),
+    ]
     env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache}
     start = time.perf_counter()
     subprocess.run(command, check=True, capture_output=True, env=env)
@@ -47,12 +62,22 @@ def main() -> None:
         warm = run_fit(args.config, args.data_dir, root, True, cache, args.steps)
     print(f"\ncompile benchmark: {args.config}, {args.steps} steps, whole `train.py fit` commands ({machine()})")
     print(f"{'run':40s} {'seconds':>8s}")
-    for name, seconds in (("eager (--model.compile false)", eager), ("compiled, empty cache (first run)", cold),
-                          ("compiled, warm cache (later runs)", warm)):  # fmt: skip
+    for name, seconds in (
+        ("eager (--model.compile false)", eager),
+        ("compiled, empty cache (first run)", cold),
+        ("compiled, warm cache (later runs)", warm),
+    ):
         print(f"{name:40s} {seconds:8.1f}")
     print(f"compile cost: first run +{cold - eager:.1f} s, later runs {warm - eager:+.1f} s against eager")
-    write_json(args.out, {"machine": machine(), "config": args.config, "steps": args.steps,
-                          "seconds": {"eager": eager, "compiled_cold": cold, "compiled_warm": warm}})  # fmt: skip
+    write_json(
+        args.out,
+        {
+            "machine": machine(),
+            "config": args.config,
+            "steps": args.steps,
+            "seconds": {"eager": eager, "compiled_cold": cold, "compiled_warm": warm},
+        },
+    )
 
 
 if __name__ == "__main__":

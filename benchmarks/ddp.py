@@ -32,10 +32,12 @@ from common import REPO, machine, median, write_json  # noqa: E402
 GRIDS = {
     "softmax_sweep.yaml (25 configs)": [],
     "400 configs (20 lr x 20 reg)": [
-        "--model.lr", str([round(0.1 * 1.2**i, 6) for i in range(20)]),
-        "--model.reg", str([round(1e-4 * 1.4**i, 8) for i in range(20)]),
+        "--model.lr",
+        str([round(0.1 * 1.2**i, 6) for i in range(20)]),
+        "--model.reg",
+        str([round(1e-4 * 1.4**i, 8) for i in range(20)]),
     ],
-}  # fmt: skip
+}
 WAYS = {
     "1 process": ["--trainer.devices", "1"],
     "2 x minibatch": ["--trainer.devices", "2", "--trainer.strategy", "ddp", "--model.split", "minibatch"],
@@ -48,11 +50,26 @@ def fit_seconds(data_dir: str, steps: int, grid: list[str], way: list[str]) -> f
     """Wall time of one ``python train.py fit`` with configs/softmax_sweep.yaml, ``grid`` and ``way``."""
     with tempfile.TemporaryDirectory() as root:
         command = [
-            sys.executable, os.path.join(REPO, "train.py"), "fit", "--config", os.path.join(REPO, "configs", "softmax_sweep.yaml"),
-            "--data.data_dir", data_dir, "--data.download", "false", "--trainer.accelerator", "cpu",
-            "--trainer.max_steps", str(steps), "--trainer.enable_progress_bar", "false",
-            "--trainer.default_root_dir", root, *grid, *way,
-        ]  # fmt: skip
+            sys.executable,
+            os.path.join(REPO, "train.py"),
+            "fit",
+            "--config",
+            os.path.join(REPO, "configs", "softmax_sweep.yaml"),
+            "--data.data_dir",
+            data_dir,
+            "--data.download",
+            "false",
+            "--trainer.accelerator",
+            "cpu",
+            "--trainer.max_steps",
+            str(steps),
+            "--trainer.enable_progress_bar",
+            "false",
+            "--trainer.default_root_dir",
+            root,
+            *grid,
+            *way,
+        ]
         start = time.perf_counter()
         done = subprocess.run(command, capture_output=True, text=True)
         seconds = time.perf_counter() - start
@@ -84,15 +101,21 @@ def main() -> None:
                 results[grid][way].append(seconds)
                 print(f"{grid} | {way} | run {repeat + 1}: {seconds:.1f} s", flush=True)
     print(f"\n{args.steps} SGD steps, medians of {args.repeats} (s)")
-    print(f"{'grid':34} {'1 process':>10} {'2 x minibatch':>14} {'2 x configs':>12} {'minibatch/1':>12} {'configs/1':>10}")
+    print(
+        f"{'grid':34} {'1 process':>10} {'2 x minibatch':>14} {'2 x configs':>12} {'minibatch/1':>12} {'configs/1':>10}"
+    )
     for grid, ways in results.items():
         m = {way: median(times) for way, times in ways.items()}
         one = m["1 process"]
-        print(f"{grid:34} {one:10.1f} {m['2 x minibatch']:14.1f} {m['2 x configs']:12.1f} "
-              f"{m['2 x minibatch'] / one:12.2f} {m['2 x configs'] / one:10.2f}")  # fmt: skip
+        print(
+            f"{grid:34} {one:10.1f} {m['2 x minibatch']:14.1f} {m['2 x configs']:12.1f} "
+            f"{m['2 x minibatch'] / one:12.2f} {m['2 x configs'] / one:10.2f}"
+        )
     for K in (25, 400):
         sent = bytes_per_step(K)
-        print(f"bytes sent per SGD step and process, {K} configs: minibatch {sent['minibatch'] / 1e6:.1f} MB, configs 0")
+        print(
+            f"bytes sent per SGD step and process, {K} configs: minibatch {sent['minibatch'] / 1e6:.1f} MB, configs 0"
+        )
     write_json(args.out, {"machine": machine(), "steps": args.steps, "seconds": results})
 
 

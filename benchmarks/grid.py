@@ -42,8 +42,16 @@ def main() -> None:
     device = "cuda" if args.accelerator == "cuda" else "cpu"
     dm = to_device(load_data(args.data_dir), device)
 
-    rows, payload = [], {"machine": machine(), "accelerator": args.accelerator, "cuda_graph": args.cuda_graph,
-                         "steps": args.steps, "runs": {}}  # fmt: skip
+    rows, payload = (
+        [],
+        {
+            "machine": machine(),
+            "accelerator": args.accelerator,
+            "cuda_graph": args.cuda_graph,
+            "steps": args.steps,
+            "runs": {},
+        },
+    )
     if device == "cuda":
         payload["device"] = torch.cuda.get_device_name()
     for config in CONFIGS:
@@ -62,7 +70,9 @@ def main() -> None:
             sync(device)
             plain.append(time.perf_counter() - start)
             graphs = ("--model.cuda_graph", "true") if args.cuda_graph else ()
-            seconds, fitted = shipped_fit(config, args.data_dir, args.root, args.steps, *graphs, accelerator=args.accelerator)
+            seconds, fitted = shipped_fit(
+                config, args.data_dir, args.root, args.steps, *graphs, accelerator=args.accelerator
+            )
             fit.append(seconds)
             best = fitted.results.best.val_acc
         K = len(lrs) * len(regs)

@@ -54,10 +54,12 @@ def main() -> None:
     rows = []
     print(f"\nloss benchmark, 500 x 3073, C = 10 ({machine()})")
     print(f"{'loss':8s} {'naive s':>9s} {'vectorized s':>13s} {'speed-up':>9s}")
-    for name, naive, vectorized in (("svm", svm_loss_naive, svm_loss_vectorized),
-                                    ("softmax", softmax_loss_naive, softmax_loss_vectorized)):  # fmt: skip
-        t_naive = per_call(lambda: naive(W, X, y, 1e-3), 3)
-        t_vec = per_call(lambda: vectorized(W, X, y, 1e-3), 50)
+    for name, naive, vectorized in (
+        ("svm", svm_loss_naive, svm_loss_vectorized),
+        ("softmax", softmax_loss_naive, softmax_loss_vectorized),
+    ):
+        t_naive = per_call(lambda f=naive: f(W, X, y, 1e-3), 3)
+        t_vec = per_call(lambda f=vectorized: f(W, X, y, 1e-3), 50)
         rows.append({"loss": name, "naive_s": t_naive, "vectorized_s": t_vec, "speedup": t_naive / t_vec})
         print(f"{name:8s} {t_naive:9.4f} {t_vec:13.6f} {t_naive / t_vec:8.0f}x")
 
@@ -69,7 +71,7 @@ def main() -> None:
         for K in (1, 5, 25):
             Wg = W.unsqueeze(1).repeat(1, K, 1)  # (D, K, C)
             reg = torch.full((K,), 1e-3)
-            t = per_call(lambda: vectorized(Wg, Xb, yb, reg, layout="DKC"), 200)
+            t = per_call(lambda f=vectorized, Wg=Wg, reg=reg: f(Wg, Xb, yb, reg, layout="DKC"), 200)
             grid_rows.append({"loss": name, "K": K, "ms_per_call": 1e3 * t, "ms_per_config": 1e3 * t / K})
             print(f"{name:8s} {K:3d} {1e3 * t:12.3f} {1e3 * t / K:14.3f}")
     write_json(args.out, {"machine": machine(), "naive_vs_vectorized": rows, "grid": grid_rows})

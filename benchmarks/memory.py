@@ -30,10 +30,22 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as root:
         command = [
-            sys.executable, os.path.join(REPO, "train.py"), "fit", "--config", args.config,
-            "--data.data_dir", args.data_dir, "--data.download", "false", "--trainer.default_root_dir", root,
-            "--trainer.enable_progress_bar", "false", "--trainer.accelerator", "cpu",
-        ]  # fmt: skip
+            sys.executable,
+            os.path.join(REPO, "train.py"),
+            "fit",
+            "--config",
+            args.config,
+            "--data.data_dir",
+            args.data_dir,
+            "--data.download",
+            "false",
+            "--trainer.default_root_dir",
+            root,
+            "--trainer.enable_progress_bar",
+            "false",
+            "--trainer.accelerator",
+            "cpu",
+        ]
         start = time.perf_counter()
         subprocess.run(command, check=True, capture_output=True)
         seconds = time.perf_counter() - start

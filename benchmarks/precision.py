@@ -50,8 +50,16 @@ PRECISIONS = {
     "16-mixed": (torch.float32, torch.float16, "highest", ["--trainer.precision", "16-mixed"]),
     "64-true": (torch.float64, None, "highest", ["--trainer.precision", "64-true"]),
 }
-FP16_ON_CPU = ["--trainer.precision", "null", "--trainer.plugins", "MixedPrecision",
-               "--trainer.plugins.precision", "16-mixed", "--trainer.plugins.device", "cpu"]  # fmt: skip
+FP16_ON_CPU = [
+    "--trainer.precision",
+    "null",
+    "--trainer.plugins",
+    "MixedPrecision",
+    "--trainer.plugins.precision",
+    "16-mixed",
+    "--trainer.plugins.device",
+    "cpu",
+]
 
 
 def grid_args(K: int) -> list[str]:
@@ -65,7 +73,7 @@ def step_ms(dm, K: int, precision: str, steps: int, device: str) -> float:
     torch.set_float32_matmul_precision(matmul)
     configs = grid(*AXES[K])
     W = (1e-6 * torch.randn(3073, 1, 10, dtype=w_dtype, device=device)).repeat(1, K, 1)  # (D, K, C)
-    optimizer = GridSGD([W], [c[0] for c in configs], [c[1] for c in configs], 0.75, 100)
+    optimizer = GridSGD([W], [c[0] for c in configs], [c[1] for c in configs], lr_decay=0.75, lr_decay_every=100)
     pixel_mean = dm.pixel_mean.to(w_dtype)
     generator = torch.Generator().manual_seed(0)
     X = None
@@ -74,8 +82,17 @@ def step_ms(dm, K: int, precision: str, steps: int, device: str) -> float:
         start = time.perf_counter()
         for _ in range(10 if warm else steps):
             rows = torch.randint(len(dm.train_labels), (200,), generator=generator).to(device)
-            X = sgd_step(optimizer, "softmax", W, dm.train_images, rows, dm.train_labels.index_select(0, rows),
-                         pixel_mean, X, p_dtype)  # fmt: skip
+            X = sgd_step(
+                optimizer,
+                "softmax",
+                W,
+                dm.train_images,
+                rows,
+                dm.train_labels.index_select(0, rows),
+                pixel_mean,
+                X,
+                p_dtype,
+            )
         sync(device)
     torch.set_float32_matmul_precision("highest")
     return 1e3 * (time.perf_counter() - start) / steps
@@ -110,10 +127,20 @@ def main() -> None:
             if args.steps:
                 extra = FP16_ON_CPU if precision == "16-mixed" and device == "cpu" else PRECISIONS[precision][3]
                 pl.seed_everything(0, verbose=False)
-                seconds, fitted = shipped_fit("softmax_sweep.yaml", args.data_dir, args.root, args.steps, *grid_args(K), *extra,
-                                              accelerator=args.accelerator)  # fmt: skip
-                run.update(fit_s=seconds, best_val_acc=fitted.results.best.val_acc,
-                           best=[fitted.results.best.lr, fitted.results.best.reg])
+                seconds, fitted = shipped_fit(
+                    "softmax_sweep.yaml",
+                    args.data_dir,
+                    args.root,
+                    args.steps,
+                    *grid_args(K),
+                    *extra,
+                    accelerator=args.accelerator,
+                )
+                run.update(
+                    fit_s=seconds,
+                    best_val_acc=fitted.results.best.val_acc,
+                    best=[fitted.results.best.lr, fitted.results.best.reg],
+                )
             print(f"{K} configs, {precision}: {run}", flush=True)
 
     print(f"\nprecision benchmark: softmax, batch 200, {args.accelerator} ({name})")

@@ -41,7 +41,9 @@ def main() -> None:
         pl.seed_everything(0, verbose=False)
         W0 = model["weight_scale"] * torch.randn(3073, 10)
         start = time.perf_counter()
-        W = plain_loop(dm, "softmax", [model["lr"]], [model["reg"]], args.steps, model["lr_decay"], model["lr_decay_every"], W0)
+        W = plain_loop(
+            dm, "softmax", [model["lr"]], [model["reg"]], args.steps, model["lr_decay"], model["lr_decay_every"], W0
+        )
         accuracy(W, dm.val_images, dm.val_labels, dm.pixel_mean)
         accuracy(W, dm.train_eval_images, dm.train_eval_labels, dm.pixel_mean)
         plain.append(time.perf_counter() - start)
@@ -53,9 +55,20 @@ def main() -> None:
     print(f"\nsingle-config benchmark: softmax, {args.steps} steps, batch 200 ({machine()})")
     print(f"{'plain loop':30s} {p:8.2f} s")
     print(f"{'Trainer.fit (shipped)':30s} {f:8.2f} s")
-    print(f"fit/plain = {f / p:.2f} (target <= 1.3); per step: plain {1e3 * p / args.steps:.3f} ms, fit {1e3 * f / args.steps:.3f} ms")
-    write_json(args.out, {"machine": machine(), "steps": args.steps, "seconds": {"plain": p, "fit": f},
-                          "all_seconds": {"plain": plain, "fit": fit}, "ratio": f / p})  # fmt: skip
+    print(
+        f"fit/plain = {f / p:.2f} (target <= 1.3); "
+        f"per step: plain {1e3 * p / args.steps:.3f} ms, fit {1e3 * f / args.steps:.3f} ms"
+    )
+    write_json(
+        args.out,
+        {
+            "machine": machine(),
+            "steps": args.steps,
+            "seconds": {"plain": p, "fit": f},
+            "all_seconds": {"plain": plain, "fit": fit},
+            "ratio": f / p,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ from common import (  # noqa: E402
     plain_loop,
     shipped_fit,
     write_json,
-)  # fmt: skip
+)
 
 
 def course_grid_fit(data_dir: str, root: str, steps: int) -> tuple[float, float]:
@@ -86,7 +86,8 @@ def main() -> None:
 
         t = time.perf_counter()
         single = [
-            plain_loop(dm, "softmax", [lr], [reg], args.steps, lr_decay, lr_decay_every, W0)[:, 0] for lr, reg in configs
+            plain_loop(dm, "softmax", [lr], [reg], args.steps, lr_decay, lr_decay_every, W0)[:, 0]
+            for lr, reg in configs
         ]
         acc_a1 = accuracy(torch.stack(single, dim=1), dm.val_images, dm.val_labels, dm.pixel_mean)
         accuracy(torch.stack(single, dim=1), dm.train_eval_images, dm.train_eval_labels, dm.pixel_mean)
@@ -115,8 +116,10 @@ def main() -> None:
     print(f"{'run':52s} {'seconds':>8s}")
     for name, sec in rows:
         print(f"{name:52s} {sec:8.2f}")
-    print(f"a/c = {a / c:.2f} (target >= 6)   a'/c = {a1 / c:.2f}   c/b = {c / b:.2f} (target <= 1.2)   "
-          f"c/d = {c / d:.2f} (target <= 1.8)")  # fmt: skip
+    print(
+        f"a/c = {a / c:.2f} (target >= 6)   a'/c = {a1 / c:.2f}   c/b = {c / b:.2f} (target <= 1.2)   "
+        f"c/d = {c / d:.2f} (target <= 1.8)"
+    )
     print("best val acc: " + "  ".join(f"({k}) {100 * v:.2f}%" for k, v in best.items()))
     write_json(
         args.out,

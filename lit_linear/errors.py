@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import os
+from typing import Any
 
 
 class LitLinearError(Exception):
@@ -15,6 +16,18 @@ class LitLinearError(Exception):
 
 class ConfigError(LitLinearError, ValueError):
     """An option has an invalid value. The message names the option and what would be valid."""
+
+
+def is_count(value: Any) -> bool:
+    """A positive int (not a bool): a count of steps, images, configs."""
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def check_count(value: Any, option: str, what: str = "integer") -> int:
+    """``value`` if it is a positive int; else a ConfigError: ``OPTION must be a positive WHAT, got VALUE``."""
+    if not is_count(value):
+        raise ConfigError(f"{option} must be a positive {what}, got {value!r}")
+    return value
 
 
 class DataError(LitLinearError):

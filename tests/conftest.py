@@ -6,6 +6,7 @@ mean plus noise, so a linear classifier beats chance by far within a few dozen s
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import random
@@ -38,7 +39,9 @@ def _dump(path: Path, obj) -> None:
 
 
 def write_cifar10(root: Path, per_batch: int = 60, num_test: int = 60, seed: int = 0, noise: float = 30.0) -> Path:
-    """Write ``root/cifar-10-batches-py`` (5 training batches of ``per_batch``, pixel noise of std ``noise``); return ``root``."""
+    """Write ``root/cifar-10-batches-py`` (5 training batches of ``per_batch``, pixel noise of std ``noise``).
+
+    Returns ``root``."""
     rng = np.random.default_rng(seed)
     folder = root / "cifar-10-batches-py"
     folder.mkdir(parents=True, exist_ok=True)
@@ -61,7 +64,10 @@ def write_cifar100(root: Path, num_train: int = 400, num_test: int = 100, seed: 
     for name, n in (("train", num_train), ("test", num_test)):
         x, y = make_images(n, 100, rng)
         _dump(folder / name, {"data": x, "fine_labels": y, "coarse_labels": [v // 5 for v in y]})
-    _dump(folder / "meta", {"fine_label_names": list(CIFAR100_CLASSES), "coarse_label_names": [f"c{i}" for i in range(20)]})
+    _dump(
+        folder / "meta",
+        {"fine_label_names": list(CIFAR100_CLASSES), "coarse_label_names": [f"c{i}" for i in range(20)]},
+    )
     return root
 
 
@@ -97,7 +103,9 @@ def start_cli(*args: str, env: dict | None = None, **popen) -> subprocess.Popen:
     free MASTER_PORT for Lightning's launcher."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "MASTER_PORT": str(free_port()), **(env or {})}
     popen = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True, **popen}
-    return subprocess.Popen([sys.executable, str(REPO / "train.py"), *args], cwd=REPO, env=full_env, start_new_session=True, **popen)
+    return subprocess.Popen(
+        [sys.executable, str(REPO / "train.py"), *args], cwd=REPO, env=full_env, start_new_session=True, **popen
+    )
 
 
 def wait_for(proc: subprocess.Popen, timeout: float, what: str) -> subprocess.CompletedProcess:
@@ -108,16 +116,17 @@ def wait_for(proc: subprocess.Popen, timeout: float, what: str) -> subprocess.Co
     except subprocess.TimeoutExpired:
         kill_group(proc)
         out, err = proc.communicate()
-        pytest.fail(f"{what} did not end within {timeout:.0f} s; the end of its output:\n{(out or '')[-2000:]}\n{(err or '')[-3000:]}")
+        pytest.fail(
+            f"{what} did not end within {timeout:.0f} s; the end of its output:\n"
+            f"{(out or '')[-2000:]}\n{(err or '')[-3000:]}"
+        )
     kill_group(proc)  # nothing of a finished job may run on into the next test
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def kill_group(proc: subprocess.Popen) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def group_alive(proc: subprocess.Popen) -> bool:
@@ -155,19 +164,30 @@ def run_main(capfd, *args: str) -> subprocess.CompletedProcess:
 def cli_args(data_dir: Path, root: Path, *extra: str, steps: int = 40, interval: int = 20) -> list[str]:
     """Arguments of a small, fast CPU fit: 2 x 2 softmax grid, batch 20, no progress bar."""
     return [
-        "--data.data_dir", str(data_dir),
-        "--data.download", "false",
-        "--data.batch_size", "20",
-        "--trainer.accelerator", "cpu",
-        "--trainer.devices", "1",
-        "--trainer.max_steps", str(steps),
-        "--trainer.val_check_interval", str(interval),
-        "--trainer.enable_progress_bar", "false",
-        "--trainer.enable_model_summary", "false",
-        "--trainer.default_root_dir", str(root),
-        "--seed_everything", "0",
+        "--data.data_dir",
+        str(data_dir),
+        "--data.download",
+        "false",
+        "--data.batch_size",
+        "20",
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.devices",
+        "1",
+        "--trainer.max_steps",
+        str(steps),
+        "--trainer.val_check_interval",
+        str(interval),
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.enable_model_summary",
+        "false",
+        "--trainer.default_root_dir",
+        str(root),
+        "--seed_everything",
+        "0",
         *extra,
-    ]  # fmt: skip
+    ]
 
 
 def val_acc_steps(run: Path) -> list[int]:

@@ -14,7 +14,7 @@ from typing import Any
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from lit_linear.errors import ConfigError, is_storage_fault
+from lit_linear.errors import check_count, is_storage_fault
 
 
 class BestCheckpoint(ModelCheckpoint):
@@ -41,8 +41,9 @@ class LastCheckpoint(ModelCheckpoint):
     """Keeps ``last.ckpt`` up to date: every N steps, at the end of fit (a graceful stop included), and on a crash.
 
     For a :class:`~lit_linear.training.module.LinearClassifierModule` fit, whose step grouping
-    (:class:`~lit_linear.training.grouping.StepGrouping`) says which steps a validation follows. A fit resumed from it (``--ckpt_path last``) continues exactly: weights, optimizer step and
-    frozen configs, the loss accumulators, and the minibatch sampler's state are all in it.
+    (:class:`~lit_linear.training.grouping.StepGrouping`) says which steps a validation follows. A fit
+    resumed from it (``--ckpt_path last``) continues exactly: weights, optimizer step and frozen configs, the
+    loss accumulators, and the minibatch sampler's state are all in it.
 
     When a fit fails (an exception, a second Ctrl-C), a single process saves the step it reached,
     unless the failure came in the middle of a step or was the disk refusing a write. Several
@@ -55,8 +56,7 @@ class LastCheckpoint(ModelCheckpoint):
     """
 
     def __init__(self, every_n_train_steps: int = 500, dirpath: str | None = None) -> None:
-        if not isinstance(every_n_train_steps, int) or isinstance(every_n_train_steps, bool) or every_n_train_steps <= 0:
-            raise ConfigError(f"last_checkpoint.every_n_train_steps must be a positive number of SGD steps, got {every_n_train_steps!r}")
+        check_count(every_n_train_steps, "last_checkpoint.every_n_train_steps", "number of SGD steps")
         # Every save is this class's own (below, through trainer.save_checkpoint); ModelCheckpoint
         # keeps the folder, last_model_path, and what ckpt_path="last" looks for.
         super().__init__(dirpath=dirpath, save_last=True, save_top_k=0, enable_version_counter=False)
@@ -65,11 +65,16 @@ class LastCheckpoint(ModelCheckpoint):
         self._pending = False  # a save is due at this step, after the validation that may follow it
         self._saved_step: int | None = None
 
-    def _save_last_now(self, trainer: "pl.Trainer") -> None:
+    def _save_last_now(self, trainer: pl.Trainer) -> None:
         self._pending = False
         if self.dirpath is None:  # the fit failed before the checkpoint folder was set up: nothing to save
             return
-        if trainer.state.fn != "fit" or trainer.sanity_checking or trainer.fast_dev_run or self._saved_step == trainer.global_step:
+        if (
+            trainer.state.fn != "fit"
+            or trainer.sanity_checking
+            or trainer.fast_dev_run
+            or self._saved_step == trainer.global_step
+        ):
             return
         path = os.path.join(self.dirpath, self.CHECKPOINT_NAME_LAST + self.FILE_EXTENSION)
         trainer.save_checkpoint(path, weights_only=False)  # the whole state: a resume continues exactly
@@ -82,7 +87,7 @@ class LastCheckpoint(ModelCheckpoint):
     # that batch as begun). When a validation follows the step, the save waits for it: Lightning
     # does not re-run the validation of the step a checkpoint was taken at, so a checkpoint taken
     # before it would resume with that validation's bookkeeping undone.
-    def on_train_batch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", *args: Any, **kwargs: Any) -> None:
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any, **kwargs: Any) -> None:
         self._in_step = False
         if trainer.global_step % self.every_n_train_steps == 0:
             if _validates_after_this_batch(trainer, pl_module):
@@ -90,33 +95,41 @@ class LastCheckpoint(ModelCheckpoint):
             else:
                 self._save_last_now(trainer)
 
-    def on_validation_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._pending:
             self._save_last_now(trainer)
 
-    def on_train_batch_start(self, trainer: "pl.Trainer", *args: Any, **kwargs: Any) -> None:
+    def on_train_batch_start(self, trainer: pl.Trainer, *args: Any, **kwargs: Any) -> None:
         if self._pending:  # a validation was due and did not run (a stop request Lightning declined)
             self._save_last_now(trainer)
         self._in_step = True
 
-    def on_train_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         pass
 
-    def on_train_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._save_last_now(trainer)
 
-    def on_exception(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", exception: BaseException) -> None:
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         if trainer.world_size == 1 and not self._in_step and not is_storage_fault(exception):
             self._save_last_now(trainer)
         elif trainer.is_global_zero and trainer.state.fn == "fit" and self._saved_step != trainer.global_step:
-            why = "the disk refused a write" if is_storage_fault(exception) else \
-                "it failed mid-step" if trainer.world_size == 1 else "saving needs every process"  # fmt: skip
-            kept = f"the last good one is kept: {self.last_model_path} (step {self._saved_step})" if self._saved_step is not None \
-                else "this fit saved none before"  # fmt: skip
+            why = (
+                "the disk refused a write"
+                if is_storage_fault(exception)
+                else "it failed mid-step"
+                if trainer.world_size == 1
+                else "saving needs every process"
+            )
+            kept = (
+                f"the last good one is kept: {self.last_model_path} (step {self._saved_step})"
+                if self._saved_step is not None
+                else "this fit saved none before"
+            )
             print(f"last.ckpt not updated at step {trainer.global_step} ({why}); {kept}", file=sys.stderr, flush=True)
 
 
-def _validates_after_this_batch(trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> bool:
+def _validates_after_this_batch(trainer: pl.Trainer, pl_module: pl.LightningModule) -> bool:
     """Whether Lightning validates once the current training batch ends (called from ``on_train_batch_end``).
 
     As Lightning decides: on the validation interval (the module's step grouping, in SGD steps),

@@ -32,7 +32,7 @@ NAMES = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM", signal.SIGUSR1: "SI
 
 
 class GracefulStop(Callback):
-    """Stops a fit on SIGINT or SIGTERM (and SLURM's requeue signal) at the end of the current batch (see the module's doc).
+    """Stops a fit on SIGINT or SIGTERM (and SLURM's requeue signal) at the end of the current batch.
 
     The CLI adds it to every run. After a fit, :attr:`stopped_by` is the signal that stopped it
     (None: it ran to ``max_steps``) and :attr:`exit_status` the status the process should exit with.
@@ -47,10 +47,10 @@ class GracefulStop(Callback):
 
     @property
     def exit_status(self) -> int | None:
-        """128 + the signal's number (130 for Ctrl-C, 143 for SIGTERM, 138 for SIGUSR1), or None when the fit was not stopped."""
+        """128 + the signal's number (130 for Ctrl-C, 143 for SIGTERM, 138 for SIGUSR1); None: not stopped."""
         return None if self.stopped_by is None else 128 + int(self.stopped_by)
 
-    def on_train_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.stopped_by, self.stopped_at, self._received = None, None, 0
         if threading.current_thread() is not threading.main_thread():  # signal handlers belong to the main thread
             return
@@ -70,8 +70,9 @@ class GracefulStop(Callback):
             raise KeyboardInterrupt
         self._received = self._received or signum
 
-    def on_train_batch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", outputs: Any, batch: Any,
-                           batch_idx: int) -> None:  # fmt: skip
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         received = self._received
         if trainer.world_size > 1:  # every process stops at the same step, whichever received the signal
             flag = torch.tensor(received, device=trainer.strategy.root_device)
@@ -81,17 +82,21 @@ class GracefulStop(Callback):
             self.stopped_by, self.stopped_at = signal.Signals(received), trainer.global_step
             trainer.should_stop = True
             again = " (Ctrl-C again to abort)" if received == signal.SIGINT else ""
-            rank_zero_info(f"\n{NAMES[self.stopped_by]}: stopping at step {trainer.global_step}, then validating and saving{again}")
+            rank_zero_info(
+                f"\n{NAMES[self.stopped_by]}: stopping at step {trainer.global_step}, then validating and saving{again}"
+            )
 
-    def on_train_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._restore()
         if self.stopped_by == signal.SIGUSR1 and callable(self._requeue):
-            self._requeue(signal.SIGUSR1, None)  # every process: Lightning saves hpc_ckpt_<n>.ckpt, rank 0 requeues the job
+            self._requeue(
+                signal.SIGUSR1, None
+            )  # every process: Lightning saves hpc_ckpt_<n>.ckpt, rank 0 requeues the job
 
-    def on_exception(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", exception: BaseException) -> None:
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         self._restore()
 
-    def teardown(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._restore()
 
     def _restore(self) -> None:

@@ -38,25 +38,33 @@ class SweepLearningRateMonitor(LearningRateMonitor):
     """
 
     @classmethod
-    def replacing(cls, callbacks: list[pl.Callback]) -> list["SweepLearningRateMonitor"]:
+    def replacing(cls, callbacks: list[pl.Callback]) -> list[SweepLearningRateMonitor]:
         """This monitor in place of each of Lightning's ``LearningRateMonitor`` among ``callbacks``, with its arguments
         (a subclass of the user's own is theirs to keep)."""
-        return [cls(c.logging_interval, c.log_momentum, c.log_weight_decay) for c in callbacks if type(c) is LearningRateMonitor]
+        return [
+            cls(c.logging_interval, c.log_momentum, c.log_weight_decay)
+            for c in callbacks
+            if type(c) is LearningRateMonitor
+        ]
 
-    def on_train_start(self, trainer: "pl.Trainer", *args: Any, **kwargs: Any) -> None:
+    def on_train_start(self, trainer: pl.Trainer, *args: Any, **kwargs: Any) -> None:
         super().on_train_start(trainer, *args, **kwargs)  # Lightning's checks: a logger, momentum
         self.lrs = {}  # by config, filled as they are logged
 
-    def on_train_batch_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", *args: Any, **kwargs: Any) -> None:
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any, **kwargs: Any
+    ) -> None:
         every = max(1, trainer.log_every_n_steps * getattr(pl_module, "steps_per_batch", 1))  # in SGD steps
         if self.logging_interval != "epoch" and trainer.global_step % every == 0:
             self._log(trainer, pl_module)
 
-    def on_train_epoch_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", *args: Any, **kwargs: Any) -> None:
+    def on_train_epoch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any, **kwargs: Any
+    ) -> None:
         if self.logging_interval == "epoch":
             self._log(trainer, pl_module)
 
-    def _log(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+    def _log(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         step = trainer.global_step
         hp = pl_module.hparams
         stats = {}

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import csv
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
@@ -57,7 +58,7 @@ class PredictionWriter(BasePredictionWriter):
         return index, predicted, true
 
     def write_on_epoch_end(
-        self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", predictions: Sequence[Any], batch_indices: Any
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, predictions: Sequence[Any], batch_indices: Any
     ) -> None:
         log_dir = trainer.log_dir  # a collective under DDP: every rank asks
         index, predicted, true = self._concat(predictions)

@@ -30,7 +30,7 @@ class StepProgressBar(TQDMProgressBar):
     """
 
     @classmethod
-    def replacing(cls, callbacks: list[pl.Callback]) -> list["StepProgressBar"]:
+    def replacing(cls, callbacks: list[pl.Callback]) -> list[StepProgressBar]:
         """This bar in place of Lightning's default one among ``callbacks``, with its refresh rate and position
         (none when the user chose another kind of bar, or none)."""
         return [cls(c.refresh_rate, c.process_position) for c in callbacks if type(c) is TQDMProgressBar]
@@ -53,18 +53,19 @@ class StepProgressBar(TQDMProgressBar):
             bar_format=self.BAR_FORMAT,
         )
 
-    def on_train_epoch_start(self, trainer: "pl.Trainer", *args: Any) -> None:
-        pass  # one endless epoch (lit_linear.data.cifar_module.TrainBatches): the bar made at on_train_start counts the whole fit
+    def on_train_epoch_start(self, trainer: pl.Trainer, *args: Any) -> None:
+        pass  # one endless epoch (TrainBatches): the bar made at on_train_start counts the whole fit
 
-    def on_train_batch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", outputs: Any, batch: Any,
-                           batch_idx: int) -> None:  # fmt: skip
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         bar = self.train_progress_bar
         last = trainer.global_step >= trainer.max_steps > 0
         if bar is not None and not bar.disable and (self._should_update(batch_idx + 1, -1) or last):
             bar.n = trainer.global_step
             bar.set_postfix(self.get_metrics(trainer, pl_module))  # refreshes the bar
 
-    def on_train_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self.train_progress_bar.disable:
             self.train_progress_bar.n = trainer.global_step
             self.train_progress_bar.set_postfix(self.get_metrics(trainer, pl_module))

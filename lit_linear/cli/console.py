@@ -28,8 +28,16 @@ from lightning.pytorch.utilities import rank_zero_info
 # (message regex, category, module regex) of warnings.
 QUIET_WARNINGS = (
     (r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning, r"lightning\.pytorch\.utilities\._pytree"),
-    (r"Couldn't infer the batch indices fetched from your dataloader", UserWarning, r"lightning\.pytorch\.loops\.prediction_loop"),
-    (r"torch\.distributed\.nn\.functional\.all_gather is deprecated", FutureWarning, r"lightning\.fabric\.utilities\.distributed"),
+    (
+        r"Couldn't infer the batch indices fetched from your dataloader",
+        UserWarning,
+        r"lightning\.pytorch\.loops\.prediction_loop",
+    ),
+    (
+        r"torch\.distributed\.nn\.functional\.all_gather is deprecated",
+        FutureWarning,
+        r"lightning\.fabric\.utilities\.distributed",
+    ),
 )
 
 # (start of the message, module that logs it) of Lightning's info lines.
@@ -60,9 +68,14 @@ def quiet() -> None:
 
 
 def hint_tensor_cores(trainer: pl.Trainer) -> None:
-    """On a CUDA GPU with Tensor Cores that runs float32 products at full precision, say which options trade precision for speed."""
+    """On a CUDA GPU with Tensor Cores and full-precision float32 products, name the options that trade precision
+    for speed."""
     device = trainer.strategy.root_device
-    if device.type != "cuda" or str(trainer.precision) != "32-true" or torch.get_float32_matmul_precision() != "highest":
+    if (
+        device.type != "cuda"
+        or str(trainer.precision) != "32-true"
+        or torch.get_float32_matmul_precision() != "highest"
+    ):
         return
     if torch.cuda.get_device_capability(device)[0] >= 8:  # Ampere and later
         rank_zero_info(

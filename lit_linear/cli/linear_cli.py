@@ -150,7 +150,7 @@ class LinearCLI(LightningCLI):
 
 
 def main(args: list[str] | None = None) -> None:
-    """Entry point of ``lit-linear`` and ``train.py``: runs the CLI, and ends the process as :mod:`lit_linear.runs.faults` says."""
+    """Entry point of ``lit-linear`` and ``train.py``: runs the CLI; :mod:`lit_linear.runs.faults` says how it ends."""
     console.quiet()
     faults.mark_launcher()
     subcommand = next((a for a in (sys.argv[1:] if args is None else args) if not a.startswith("-")), None)
@@ -177,8 +177,12 @@ def _stopped_line(trainer: Trainer, stop: GracefulStop) -> str:
     """What a stop by a signal left behind, and how to go on."""
     head = f"Interrupted by {NAMES[stop.stopped_by]} at step {stop.stopped_at}"
     if stop.stopped_by == signal.SIGUSR1:
-        return f"{head}; the job is requeued, and its next run resumes from {trainer.default_root_dir}/hpc_ckpt_<n>.ckpt by itself"
+        checkpoint = f"{trainer.default_root_dir}/hpc_ckpt_<n>.ckpt"
+        return f"{head}; the job is requeued, and its next run resumes from {checkpoint} by itself"
     last = next((c for c in trainer.checkpoint_callbacks if isinstance(c, LastCheckpoint)), None)
     if last is None or not last.last_model_path:
-        return f"{head}; checkpointing is off, so this fit cannot be resumed (sweep.json and best_model.pt hold its last validation)"
+        return (
+            f"{head}; checkpointing is off, so this fit cannot be resumed "
+            "(sweep.json and best_model.pt hold its last validation)"
+        )
     return f"{head}; resume with --ckpt_path last ({last.last_model_path})"

@@ -29,7 +29,7 @@ PIXELS = 3 * 32 * 32  # 3072 values per image row
 
 CIFAR10_CLASSES = (
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
-)  # fmt: skip
+)
 CIFAR100_CLASSES = (
     "apple", "aquarium_fish", "baby", "bear", "beaver", "bed", "bee", "beetle", "bicycle", "bottle",
     "bowl", "boy", "bridge", "bus", "butterfly", "camel", "can", "castle", "caterpillar", "cattle",
@@ -42,7 +42,7 @@ CIFAR100_CLASSES = (
     "shark", "shrew", "skunk", "skyscraper", "snail", "snake", "spider", "squirrel", "streetcar",
     "sunflower", "sweet_pepper", "table", "tank", "telephone", "television", "tiger", "tractor",
     "train", "trout", "tulip", "turtle", "wardrobe", "whale", "willow_tree", "wolf", "woman", "worm",
-)  # fmt: skip
+)
 
 DatasetName = Literal["cifar10", "cifar100"]
 

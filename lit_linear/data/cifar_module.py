@@ -18,7 +18,7 @@ from lightning.pytorch.utilities import CombinedLoader, rank_zero_info
 from torch import Tensor
 
 from lit_linear.data.cifar import PIXELS, SPECS, DatasetName, download, find_folder, get_spec, incomplete_folder, load_class_names, load_split
-from lit_linear.errors import ConfigError, DataError
+from lit_linear.errors import ConfigError, DataError, check_count
 from lit_linear.data.streams import Batch, EvalBatches, TrainBatches, TrainBlock
 
 __all__ = ["Batch", "CIFARDataModule", "EvalBatches", "TrainBatches", "TrainBlock"]
@@ -61,16 +61,12 @@ class CIFARDataModule(pl.LightningDataModule):
             raise ConfigError(f"data.dataset must be one of {', '.join(SPECS)}, got {dataset!r}")
         self.spec = get_spec(dataset)
         # bool is an int subclass: batch_size=True must not pass as 1.
-        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size <= 0:
-            raise ConfigError(f"data.batch_size must be a positive integer, got {batch_size!r}")
+        check_count(batch_size, "data.batch_size")
         if not isinstance(val_ratio, (int, float)) or isinstance(val_ratio, bool) or not 0.0 < val_ratio < 1.0:
             raise ConfigError(f"data.val_ratio must lie strictly between 0 and 1, got {val_ratio!r}")
-        if not isinstance(eval_batch_size, int) or isinstance(eval_batch_size, bool) or eval_batch_size <= 0:
-            raise ConfigError(f"data.eval_batch_size must be a positive integer, got {eval_batch_size!r}")
-        if train_eval_size is not None and (
-            not isinstance(train_eval_size, int) or isinstance(train_eval_size, bool) or train_eval_size <= 0
-        ):
-            raise ConfigError(f"data.train_eval_size must be a positive integer or null (all), got {train_eval_size!r}")
+        check_count(eval_batch_size, "data.eval_batch_size")
+        if train_eval_size is not None:
+            check_count(train_eval_size, "data.train_eval_size", "integer or null (all)")
         # logger=False: Lightning would log these to TensorBoard as an HParams session of the main
         # run (with its hp_metric placeholder); the sweep's configs each have their own session.
         self.save_hyperparameters(logger=False)

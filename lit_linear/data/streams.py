@@ -18,7 +18,7 @@ from typing import Callable, Iterator, NamedTuple
 import torch
 from torch import Tensor
 
-from lit_linear.errors import ConfigError
+from lit_linear.errors import ConfigError, check_count
 
 
 class Batch(NamedTuple):
@@ -77,6 +77,7 @@ class TrainBatches:
         labels: Tensor,
         batch_size: int,
         seed: int,
+        *,
         first_step: int = 0,
         rank: int = 0,
         world_size: int = 1,
@@ -86,8 +87,7 @@ class TrainBatches:
     ) -> None:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not one of the {world_size} ranks")
-        if batch_size <= 0:
-            raise ConfigError(f"data.batch_size must be a positive integer, got {batch_size!r}")
+        check_count(batch_size, "data.batch_size")
         if batch_size > len(labels):
             raise ConfigError(f"data.batch_size ({batch_size}) is larger than the training split ({len(labels)} images)")
         if batch_size % world_size:
@@ -95,8 +95,7 @@ class TrainBatches:
                 f"data.batch_size ({batch_size}) must be divisible by the number of devices ({world_size}) "
                 "so that every rank takes an equal share of each minibatch"
             )
-        if not isinstance(steps_per_batch, int) or isinstance(steps_per_batch, bool) or steps_per_batch <= 0:
-            raise ValueError(f"steps_per_batch must be a positive integer, got {steps_per_batch!r}")
+        check_count(steps_per_batch, "steps_per_batch")
         self.images, self.labels = images, labels
         self.steps_per_batch = steps_per_batch
         self.batch_size, self.seed, self.first_step = batch_size, seed, first_step
@@ -170,8 +169,7 @@ class EvalBatches:
     """
 
     def __init__(self, images: Tensor, labels: Tensor, chunk_size: int, rank: int = 0, world_size: int = 1) -> None:
-        if chunk_size <= 0:
-            raise ConfigError(f"data.eval_batch_size must be a positive integer, got {chunk_size!r}")
+        check_count(chunk_size, "data.eval_batch_size")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not one of the {world_size} ranks")
         n = len(labels)

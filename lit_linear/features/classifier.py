@@ -8,7 +8,8 @@ last row of ``W`` is the bias (the bias trick): ``D = 3 * 32 * 32 + 1 = 3073``.
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -36,7 +37,8 @@ class LinearClassifier(nn.Module):
         super().__init__()
         if weight.dim() != 2 or weight.shape[0] != pixel_mean.shape[0] + 1:
             raise ValueError(
-                f"weight must be (D, C) with D = pixel_mean size + 1 = {pixel_mean.shape[0] + 1}, got {tuple(weight.shape)}"
+                f"weight must be (D, C) with D = pixel_mean size + 1 = {pixel_mean.shape[0] + 1}, "
+                f"got {tuple(weight.shape)}"
             )
         if len(class_names) != weight.shape[1]:
             raise ValueError(f"{len(class_names)} class names for {weight.shape[1]} weight columns")
@@ -66,7 +68,7 @@ class LinearClassifier(nn.Module):
         atomic_torch_save(payload, path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, map_location: str | torch.device | None = "cpu") -> "LinearClassifier":
+    def load(cls, path: str | os.PathLike, map_location: str | torch.device | None = "cpu") -> LinearClassifier:
         """Read a classifier written by :meth:`save`.
 
         Only tensors and plain Python values are unpickled (``weights_only=True``): a file crafted

@@ -11,7 +11,9 @@ import torch
 from torch import Tensor
 
 
-def preprocess(images: Tensor, pixel_mean: Tensor, dtype: torch.dtype | None = None, out: Tensor | None = None) -> Tensor:
+def preprocess(
+    images: Tensor, pixel_mean: Tensor, dtype: torch.dtype | None = None, out: Tensor | None = None
+) -> Tensor:
     """Raw uint8 images -> classifier features, on the images' device.
 
     Args:
@@ -42,8 +44,9 @@ def preprocess(images: Tensor, pixel_mean: Tensor, dtype: torch.dtype | None = N
     return X
 
 
-def gather_features(split: Tensor, rows: Tensor, pixel_mean: Tensor, dtype: torch.dtype | None = None,
-                    out: Tensor | None = None) -> Tensor:  # fmt: skip
+def gather_features(
+    split: Tensor, rows: Tensor, pixel_mean: Tensor, dtype: torch.dtype | None = None, out: Tensor | None = None
+) -> Tensor:
     """:func:`preprocess` of the rows ``rows (N,)`` of a ``(M, 3072)`` uint8 split: ``X (N, 3073)``."""
     # index_select, not split[rows]: the advanced-indexing gather is much slower on the CPU.
     return preprocess(split.index_select(0, rows), pixel_mean, dtype, out=out)

@@ -9,14 +9,15 @@ function must read and write the same tensors at every call (its caller refills 
 from __future__ import annotations
 
 import warnings
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor
 
 
 class CapturedCall:
-    """``fn(*args)``, run eagerly for ``warmup`` calls, then recorded in a CUDA graph and replayed.
+    """``fn(*args, **kwargs)``, run eagerly for ``warmup`` calls, then recorded in a CUDA graph and replayed.
 
     Every call does the work of one call of ``fn``: the recording call replays the graph once
     after recording it. A call with other tensors (another memory address) or other plain
@@ -41,10 +42,10 @@ class CapturedCall:
         self._calls = 0
         self._out: Any = None
 
-    def __call__(self, *args: Any) -> Any:
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.failed:
-            return self.fn(*args)
-        key = tuple((a.data_ptr(), a.shape, a.dtype) if isinstance(a, Tensor) else a for a in args)
+            return self.fn(*args, **kwargs)
+        key = _key((args, kwargs))
         if key != self._key:
             self.graph, self._key, self._calls = None, key, 0
         if self.graph is not None:
@@ -56,22 +57,22 @@ class CapturedCall:
                 stream = torch.cuda.Stream()
                 stream.wait_stream(torch.cuda.current_stream())
             except Exception as error:  # no usable CUDA stream: nothing has run yet
-                return self._fall_back(error, args)
+                return self._fall_back(error, args, kwargs)
             with torch.cuda.stream(stream):
-                out = self.fn(*args)  # an error of fn itself is not a recording failure: it propagates
+                out = self.fn(*args, **kwargs)  # an error of fn itself is not a recording failure: it propagates
             torch.cuda.current_stream().wait_stream(stream)
             return out
         try:
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph):
-                self._out = self.fn(*args)  # recorded, not run: nothing has changed yet
+                self._out = self.fn(*args, **kwargs)  # recorded, not run: nothing has changed yet
         except Exception as error:
-            return self._fall_back(error, args)
+            return self._fall_back(error, args, kwargs)
         self.graph = graph
         graph.replay()
         return self._out
 
-    def _fall_back(self, error: Exception, args: tuple) -> Any:
+    def _fall_back(self, error: Exception, args: tuple, kwargs: dict) -> Any:
         self.failed, self.graph, self._out = True, None, None
         name = getattr(self.fn, "__name__", type(self.fn).__name__)
         warnings.warn(
@@ -79,4 +80,16 @@ class CapturedCall:
             RuntimeWarning,
             stacklevel=3,
         )
-        return self.fn(*args)
+        return self.fn(*args, **kwargs)
+
+
+def _key(value: Any) -> Any:
+    """What a recorded graph depends on in ``value``: each tensor's address, shape and dtype, and every plain value,
+    through tuples, lists and dicts."""
+    if isinstance(value, Tensor):
+        return (value.data_ptr(), value.shape, value.dtype)
+    if isinstance(value, dict):
+        return tuple((k, _key(v)) for k, v in value.items())
+    if isinstance(value, (tuple, list)):
+        return tuple(_key(v) for v in value)
+    return value

@@ -101,8 +101,6 @@ def softmax_scores_grad(scores: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
 SCORES_GRAD = {"svm": svm_scores_grad, "softmax": softmax_scores_grad}
 
 
-
-
 # Up to this many columns (K*C), the two training products run about twice as fast on the CPU
 # (MKL) with their operands swapped, writing a (K*C, n) result instead of an (n, K*C) one: 0.09
 # instead of 0.17 ms each for one config at N=200 (measured; no difference from K = 5 on).

@@ -36,7 +36,6 @@ from lit_linear.maths.grid import grid_gradient, grid_loss_factored, grid_sq_nor
 Layout = Literal["KDC", "DKC"]
 
 
-
 # --------------------------------------------------------------------------- vectorized (grid)
 
 
@@ -59,7 +58,9 @@ def _from_dkc(dW: Tensor, layout: Layout, single: bool) -> Tensor:
     return (dW.permute(1, 0, 2) if layout == "KDC" else dW).contiguous()
 
 
-def _vectorized(name: str, W: Tensor, X: Tensor, y: Tensor, reg: float | Tensor, layout: Layout) -> tuple[Tensor, Tensor]:
+def _vectorized(
+    name: str, W: Tensor, X: Tensor, y: Tensor, reg: float | Tensor, layout: Layout
+) -> tuple[Tensor, Tensor]:
     Wg, single = _to_dkc(W, layout)  # (D, K, C)
     D, K, C = Wg.shape
     # A free view in DKC layout; in KDC layout the one copy that layout costs.

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -57,6 +58,7 @@ class GridSGD(torch.optim.Optimizer):
         params: Iterable[Tensor],
         lr: Sequence[float],
         reg: Sequence[float] | None = None,
+        *,
         lr_decay: float = 1.0,
         lr_decay_every: int = 1,
         compile: bool = False,
@@ -87,11 +89,7 @@ class GridSGD(torch.optim.Optimizer):
             # Made on the parameter's device when the optimizer is built, so that no step copies
             # host -> device (on CUDA, a copy from pageable memory waits for the device).
             state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
-            state["lr"] = torch.tensor(group["lr"], dtype=p.dtype, device=p.device)
-            state["reg"] = torch.tensor(group["reg"], dtype=p.dtype, device=p.device)
-            # 1 = still training, 0 = frozen. Floats, because Optimizer.load_state_dict casts
-            # every state tensor to the parameter's dtype.
-            state["live"] = torch.ones(len(group["lr"]), dtype=p.dtype, device=p.device)
+            state.update(per_config_state(group["lr"], group["reg"], torch.ones(len(group["lr"])), p))
         return state
 
     @torch.no_grad()
@@ -112,29 +110,36 @@ class GridSGD(torch.optim.Optimizer):
             return data_loss
         X, dscores = factors if factors is not None else (None, None)
         grad = p.grad if factors is None else None
-        return self._update(p, state["step"], state["lr"], state["reg"], state["live"], group["lr_decay"],
-                            group["lr_decay_every"], data_loss, X, dscores, grad)  # fmt: skip
+        schedule = (group["lr_decay"], group["lr_decay_every"])
+        return self._update(p, state, data_loss, schedule=schedule, X=X, dscores=dscores, grad=grad)
 
-    def keep(self, positions: Tensor, param: Tensor) -> None:
-        """Train only the configs ``positions (K',)`` from now on, as the new grid tensor ``param (D, K', C)``
-        (their columns of the old one): the per-config state shrinks with them."""
-        p, group = self._grid()
-        state = self.state.pop(p)
-        cpu = positions.tolist()
-        group["params"] = [param]
-        group["lr"] = [group["lr"][i] for i in cpu]
-        group["reg"] = [group["reg"][i] for i in cpu]
-        self.state[param] = {"step": state["step"], **{key: state[key][positions] for key in ("lr", "reg", "live")}}
+    def hold(self, param: Tensor, lr: Sequence[float], reg: Sequence[float], active: Tensor) -> None:
+        """Train the configs of the grid tensor ``param (D, K', C)`` from now on: their base learning rates and
+        L2 strengths, and ``active (K',)`` (1: training, 0: frozen as diverged); the step count carries over.
 
-    def regrid(self, param: Tensor, lr: Sequence[float], reg: Sequence[float], live: Tensor) -> None:
-        """Train the configs of another grid tensor ``param (D, K', C)`` from now on: their base learning
-        rates and L2 strengths, and ``live (K',)``; the step count carries over (configs moved between ranks)."""
+        The only way the configs GridSGD trains change; :meth:`SweepState.hold <lit_linear.sweep.state.SweepState.hold>`
+        calls it for halving, the processes' shares and resume."""
         p, group = self._grid()
         step = self.state.pop(p)["step"]
         group["params"], group["lr"], group["reg"] = [param], [float(v) for v in lr], [float(v) for v in reg]
-        self.state[param] = {"step": step, "live": live.to(param.dtype)}
-        self.state[param]["lr"] = torch.tensor(group["lr"], dtype=param.dtype, device=param.device)
-        self.state[param]["reg"] = torch.tensor(group["reg"], dtype=param.dtype, device=param.device)
+        self.state[param] = {"step": step, **per_config_state(group["lr"], group["reg"], active, param)}
+
+    def active(self) -> Tensor:
+        """``(K,)``: 1 for a config still training, 0 for one frozen as diverged."""
+        return self._state(*self._grid())["live"]
+
+    @staticmethod
+    def hold_in(
+        state_dict: dict[str, Any], lr: Sequence[float], reg: Sequence[float], active: Tensor, like: Tensor
+    ) -> None:
+        """:meth:`hold` on a saved ``state_dict`` of a GridSGD (a checkpoint's): it then trains these configs,
+        with per-config tensors in ``like``'s dtype and device, as :meth:`hold` makes them."""
+        group = state_dict["param_groups"][0]
+        group["lr"], group["reg"] = list(lr), list(reg)
+        # New dicts: Optimizer.state_dict hands out the optimizer's own per-parameter state dicts.
+        state_dict["state"] = {
+            index: {**state, **per_config_state(lr, reg, active, like)} for index, state in state_dict["state"].items()
+        }
 
     def diverged(self) -> Tensor | None:
         """``(K,)`` bool: configs frozen because their loss turned non-finite (None before any step)."""
@@ -147,8 +152,19 @@ class GridSGD(torch.optim.Optimizer):
         return _frozen(states[0]) if states else None
 
 
+def per_config_state(lr: Sequence[float], reg: Sequence[float], active: Tensor, like: Tensor) -> dict[str, Tensor]:
+    """GridSGD's per-config state of K configs, ``(K,)`` tensors in ``like``'s dtype and device: the one definition
+    of its layout. ``active`` is saved as ``live``, the key every checkpoint has used; it is a float (1 training,
+    0 frozen) because ``Optimizer.load_state_dict`` casts every state tensor to the parameter's dtype."""
+    return {
+        "lr": torch.tensor(lr, dtype=like.dtype, device=like.device),
+        "reg": torch.tensor(reg, dtype=like.dtype, device=like.device),
+        "live": active.to(dtype=like.dtype, device=like.device),
+    }
+
+
 def decayed_lr(lr: float, step: int, lr_decay: float, lr_decay_every: int) -> float:
-    """The learning rate a config of base rate ``lr`` trains with at ``step``: ``lr * lr_decay ** (step // lr_decay_every)``,
+    """The learning rate of a config of base rate ``lr`` at ``step``: ``lr * lr_decay ** (step // lr_decay_every)``,
     as :func:`sgd_update` computes it on the device."""
     return lr * lr_decay ** (step // lr_decay_every)
 
@@ -158,15 +174,26 @@ def _frozen(state: dict[str, Tensor]) -> Tensor | None:
     return state["live"] == 0 if bool(state["step"] > 0) else None
 
 
-def sgd_update(p: Tensor, step: Tensor, base_lr: Tensor, reg: Tensor, live: Tensor, lr_decay: float, lr_decay_every: int,
-               data_loss: Tensor | None, X: Tensor | None, dscores: Tensor | None, grad: Tensor | None) -> Tensor | None:  # fmt: skip
+def sgd_update(
+    p: Tensor,
+    state: dict[str, Tensor],
+    data_loss: Tensor | None,
+    *,
+    schedule: tuple[float, int],
+    X: Tensor | None = None,
+    dscores: Tensor | None = None,
+    grad: Tensor | None = None,
+) -> Tensor | None:
     """One step of :class:`GridSGD` on ``p (D, K, C)``, in place; returns the full loss ``(K,)`` (or None).
 
-    Either ``X (N, D)`` and ``dscores (N, K*C)`` (the data gradient ``X.T @ dscores``, scaled here
-    in place) or ``grad (D, K, C)`` is given. ``step`` (0-dim), ``live (K,)`` are updated in place.
-    X may be narrower than W (mixed precision, :mod:`lit_linear.training.precision`): the gradient's product
+    ``state`` is GridSGD's state of ``p`` (:func:`per_config_state` and ``step``); its ``step`` (0-dim) and
+    ``live (K,)`` are updated in place. ``schedule`` is ``(lr_decay, lr_decay_every)``. Either ``X (N, D)`` and
+    ``dscores (N, K*C)`` (the data gradient ``X.T @ dscores``, scaled here in place) or ``grad (D, K, C)`` is
+    given. X may be narrower than W (mixed precision, :mod:`lit_linear.training.precision`): the gradient's product
     then runs in X's dtype, and everything else in W's.
     """
+    step, base_lr, reg, live = state["step"], state["lr"], state["reg"], state["live"]
+    lr_decay, lr_decay_every = schedule
     D, K, C = p.shape
     W = p.view(D, K * C)
     decay = torch.pow(lr_decay, torch.div(step, lr_decay_every, rounding_mode="floor").to(W.dtype))

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Any
 
 import torch
 
-from lit_linear.errors import ConfigError
+from lit_linear.errors import ConfigError, check_count
 
 
 def as_value_list(value: float | Sequence[float], option: str, *, allow_zero: bool) -> list[float]:
@@ -18,7 +19,13 @@ def as_value_list(value: float | Sequence[float], option: str, *, allow_zero: bo
     if not values:
         raise ConfigError(f"{option} is an empty list; give one value or a list of {valid}")
     for v in values:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
+        if (
+            isinstance(v, bool)
+            or not isinstance(v, (int, float))
+            or not math.isfinite(v)
+            or v < 0
+            or (v == 0 and not allow_zero)
+        ):
             raise ConfigError(f"{option} must hold {valid}; got {v!r} in {values}")
     if len(set(values)) != len(values):
         raise ConfigError(f"{option} lists a value twice: {values}")
@@ -38,16 +45,22 @@ class LogUniform:
     high: float
 
     def sample(self, n: int, generator: torch.Generator) -> list[float]:
-        logs = torch.empty(n, dtype=torch.float64).uniform_(math.log(self.low), math.log(self.high), generator=generator)
+        logs = torch.empty(n, dtype=torch.float64).uniform_(
+            math.log(self.low), math.log(self.high), generator=generator
+        )
         return logs.exp().tolist()
 
 
-def as_axis(value: float | Sequence[float] | Mapping[str, float], option: str, *, allow_zero: bool) -> list[float] | LogUniform:
+def as_axis(
+    value: float | Sequence[float] | Mapping[str, float], option: str, *, allow_zero: bool
+) -> list[float] | LogUniform:
     """A number or a list (:func:`as_value_list`), or a range ``{low, high}`` as a :class:`LogUniform`."""
     if not isinstance(value, Mapping):
         return as_value_list(value, option, allow_zero=allow_zero)
     if set(value) != {"low", "high"}:
-        raise ConfigError(f"{option} as a range takes exactly the keys low and high, e.g. {{low: 0.05, high: 5.0}}; got {dict(value)}")
+        raise ConfigError(
+            f"{option} as a range takes exactly the keys low and high, e.g. {{low: 0.05, high: 5.0}}; got {dict(value)}"
+        )
     low, high = value["low"], value["high"]
     for key, bound in (("low", low), ("high", high)):
         if isinstance(bound, bool) or not isinstance(bound, (int, float)) or not math.isfinite(bound) or bound <= 0:
@@ -57,8 +70,9 @@ def as_axis(value: float | Sequence[float] | Mapping[str, float], option: str, *
     return LogUniform(float(low), float(high))
 
 
-def sweep_configs(lr: list[float] | LogUniform, reg: list[float] | LogUniform, num_configs: int | None,
-                  seed: int) -> list[tuple[float, float]]:  # fmt: skip
+def sweep_configs(
+    lr: list[float] | LogUniform, reg: list[float] | LogUniform, num_configs: int | None, seed: int
+) -> list[tuple[float, float]]:
     """The (lr, reg) pairs of a sweep: the grid of two lists, or ``num_configs`` draws when an axis is a range.
 
     A range is drawn log-uniformly, a list uniformly, each pair independently, from a generator
@@ -73,8 +87,7 @@ def sweep_configs(lr: list[float] | LogUniform, reg: list[float] | LogUniform, n
                 "{low: A, high: B}; a grid of lists has len(lr) * len(reg) configs"
             )
         return grid(lr, reg)
-    if num_configs is None or isinstance(num_configs, bool) or not isinstance(num_configs, int) or num_configs <= 0:
-        raise ConfigError(f"model.num_configs must be a positive number of configs to draw from the range, got {num_configs!r}")
+    check_count(num_configs, "model.num_configs", "number of configs to draw from the range")
     generator = torch.Generator().manual_seed(seed % 2**64)
 
     def draw(axis: list[float] | LogUniform) -> list[float]:
@@ -86,18 +99,27 @@ def sweep_configs(lr: list[float] | LogUniform, reg: list[float] | LogUniform, n
     return list(zip(draw(lr), draw(reg)))
 
 
-def check_model_options(loss: str, lr: float | Sequence[float] | Mapping[str, float], reg: float | Sequence[float] | Mapping[str, float],
-                        num_configs: int | None, halving_factor: float | None, weight_scale: float, lr_decay: float,
-                        lr_decay_every: int, num_classes: int, feature_dim: int, class_names: Sequence[str] | None,
-                        seed: int) -> tuple[list[tuple[float, float]], list[str]]:  # fmt: skip
-    """The sweep's configs and class names from the model's options (see :class:`~lit_linear.training.module.LinearClassifierModule`),
-    each option checked: a ConfigError names the first that is not valid. The draws of a range depend on ``seed`` alone."""
+def check_model_options(options: Mapping[str, Any], seed: int) -> tuple[list[tuple[float, float]], list[str]]:
+    """The sweep's configs and class names from the model's options (:class:`~lit_linear.LinearClassifierModule`),
+    each option checked: a ConfigError names the first that is not valid. The draws of a range depend on ``seed`` alone.
+
+    ``options``: the module's ``__init__`` arguments by name (its hparams)."""
+    loss, lr, reg, num_configs = options["loss"], options["lr"], options["reg"], options["num_configs"]
+    halving_factor, weight_scale = options["halving_factor"], options["weight_scale"]
+    lr_decay, lr_decay_every = options["lr_decay"], options["lr_decay_every"]
+    num_classes, feature_dim, class_names = options["num_classes"], options["feature_dim"], options["class_names"]
     if loss not in ("svm", "softmax"):
         raise ConfigError(f"model.loss must be one of svm, softmax; got {loss!r}")
-    configs = sweep_configs(as_axis(lr, "model.lr", allow_zero=False), as_axis(reg, "model.reg", allow_zero=True), num_configs, seed)
+    configs = sweep_configs(
+        as_axis(lr, "model.lr", allow_zero=False), as_axis(reg, "model.reg", allow_zero=True), num_configs, seed
+    )
     if halving_factor is not None:
-        if isinstance(halving_factor, bool) or not isinstance(halving_factor, (int, float)) or not halving_factor > 1 \
-                or not math.isfinite(halving_factor):  # fmt: skip
+        if (
+            isinstance(halving_factor, bool)
+            or not isinstance(halving_factor, (int, float))
+            or not halving_factor > 1
+            or not math.isfinite(halving_factor)
+        ):
             raise ConfigError(f"model.halving_factor must be a finite number > 1 (e.g. 3), got {halving_factor!r}")
         if len(configs) < 2:
             raise ConfigError("model.halving_factor needs a sweep of at least 2 configs to choose from; this one has 1")
@@ -105,10 +127,11 @@ def check_model_options(loss: str, lr: float | Sequence[float] | Mapping[str, fl
         raise ConfigError(f"model.weight_scale must be a finite number >= 0, got {weight_scale!r}")
     if not (math.isfinite(lr_decay) and 0 < lr_decay <= 1):
         raise ConfigError(f"model.lr_decay must lie in (0, 1], got {lr_decay!r}")
-    if not isinstance(lr_decay_every, int) or lr_decay_every <= 0:
-        raise ConfigError(f"model.lr_decay_every must be a positive number of steps, got {lr_decay_every!r}")
+    check_count(lr_decay_every, "model.lr_decay_every", "number of steps")
     if num_classes < 2 or feature_dim < 2:
-        raise ConfigError(f"model.num_classes must be >= 2 and model.feature_dim >= 2, got {num_classes}, {feature_dim}")
+        raise ConfigError(
+            f"model.num_classes must be >= 2 and model.feature_dim >= 2, got {num_classes}, {feature_dim}"
+        )
     class_names = list(class_names) if class_names is not None else [str(c) for c in range(num_classes)]
     if len(class_names) != num_classes:
         raise ConfigError(f"model.class_names has {len(class_names)} names for {num_classes} classes")
@@ -116,11 +139,13 @@ def check_model_options(loss: str, lr: float | Sequence[float] | Mapping[str, fl
 
 
 def check_same_sweep(saved: Mapping[str, object], options: Mapping[str, object]) -> None:
-    """Refuse a checkpoint whose model options ``saved`` define another grid than this run's ``options`` (ConfigError)."""
+    """Refuse (ConfigError) a checkpoint whose model options ``saved`` define another grid than ``options``."""
     differ = [k for k in ("loss", "lr", "reg", "num_classes", "feature_dim") if k in saved and saved[k] != options[k]]
     if differ:
         detail = "; ".join(f"model.{k}: checkpoint {saved[k]!r}, this run {options[k]!r}" for k in differ)
-        raise ConfigError(f"the checkpoint was trained with another grid ({detail}); use the config it was trained with")
+        raise ConfigError(
+            f"the checkpoint was trained with another grid ({detail}); use the config it was trained with"
+        )
 
 
 def config_name(lr: float, reg: float) -> str:

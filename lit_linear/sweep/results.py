@@ -80,9 +80,7 @@ class SweepResult:
         if best is None:
             lines.append("no usable config: every config diverged")
         else:
-            lines.append(
-                f"best validation accuracy: {100 * best.val_acc:.2f}% (lr {best.lr:.3e}, reg {best.reg:.3e})"
-            )
+            lines.append(f"best validation accuracy: {100 * best.val_acc:.2f}% (lr {best.lr:.3e}, reg {best.reg:.3e})")
         return "\n".join(lines)
 
     def markdown(self) -> str:

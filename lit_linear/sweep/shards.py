@@ -10,7 +10,7 @@ Under DDP a sweep is split one of two ways (``model.split``):
   independent models that share their data, so no traffic runs while they train.
 
 Under ``configs`` the module is *sharded* from the start of training to its end: its ``W`` holds
-only this rank's columns, ``(D, ceil(K_live / N) or fewer, C)``. Everything that describes the
+only this rank's columns, ``(D, ceil(K_held / N) or fewer, C)``. Everything that describes the
 sweep as a whole is gathered into config order, the order one device keeps them in: the
 validation results (so every rank ranks all configs alike), the grid and its optimizer state
 when successive halving rebalances the survivors, and the checkpoint, which is written exactly as
@@ -84,11 +84,11 @@ class ConfigShards:
         return self.split == "minibatch" and self.world_size > 1
 
     def mine(self, columns: Tensor) -> Tensor:
-        """Positions in the whole grid's ``columns (K_live,)`` (config order) of the configs this rank trains."""
+        """Positions in the whole grid's ``columns (K_held,)`` (config order) of the configs this rank trains."""
         return config_share(columns.numel(), self.rank, self.world_size).to(columns.device)
 
     def gather(self, columns: Tensor, *per_config: Tensor) -> tuple[Tensor, ...]:
-        """The whole sweep in config order from every rank's share: ``(columns (K_live,), *tensors)``.
+        """The whole sweep in config order from every rank's share: ``(columns (K_held,), *tensors)``.
 
         Each tensor of ``per_config`` has this rank's configs on its first dimension, in the order
         of ``columns``; the result has all live configs there, sorted by config. The shares differ
@@ -109,62 +109,51 @@ class ConfigShards:
         padded[: t.shape[0]] = t
         return self.strategy.all_gather(padded).reshape(-1, *t.shape[1:])
 
-    # --- moving configs between ranks: the sweep's W, its per-config buffers and GridSGD's state ---
-    def shard(self, sweep: SweepState, optimizer: GridSGD) -> None:
-        """Keep only this rank's configs of the whole grid the sweep holds (at the start of training,
-        and after successive halving, which deals the survivors out afresh)."""
-        self.sharded = True
-        sweep.keep(self.mine(sweep.columns), optimizer, sync=False)  # each rank measures its own configs
-        # DDP would broadcast rank 0's buffers at every forward (each training batch); the ranks'
-        # buffers now differ on purpose, and a sweep split by configs has nothing to sync while it trains.
-        wrapper = self.strategy.model
-        if isinstance(wrapper, DistributedDataParallel):
-            wrapper.broadcast_buffers = False
+    # --- which configs this rank holds: the sweep's W, its per-config buffers and GridSGD's state ---
+    def hold(self, sweep: SweepState, optimizer: GridSGD, keep: set[int] | None = None, *, split: bool = True) -> None:
+        """Make this rank hold its share of the configs ``keep`` (None: the configs held now), or all of them
+        (``split=False``, or a fit not split by configs), through :meth:`SweepState.hold`.
 
-    def unshard(self, sweep: SweepState, optimizer: GridSGD) -> None:
-        """Give every rank the whole grid again, in config order, with GridSGD's state of every config."""
-        columns, W, loss_sum, live = self._whole_grid(sweep, optimizer)
-        self.sharded = False
-        sweep.set_columns(columns, W, loss_sum)
-        optimizer.regrid(sweep.W, *sweep.axes(columns), live)
-
-    def keep_only(self, sweep: SweepState, optimizer: GridSGD, keep: set[int]) -> None:
-        """Train only the configs ``keep`` from now on (successive halving): the survivors are dealt out afresh."""
-        resharding = self.sharded
-        if resharding:
-            self.unshard(sweep, optimizer)
-        positions = [j for j, k in enumerate(sweep.columns.tolist()) if k in keep]
-        sweep.keep(torch.tensor(positions, device=sweep.W.device), optimizer)
-        if resharding:
-            self.shard(sweep, optimizer)
+        The start of a fit split by configs deals the configs out; a halving keeps its survivors and deals
+        them out afresh; the end of the fit gives every rank the whole grid again, in config order.
+        """
+        splitting = split and self.splits_configs
+        if keep is None and not self.sharded and not splitting:
+            return
+        columns, W, loss_sum, active = self._whole_grid(sweep, optimizer)
+        if keep is not None:
+            positions = torch.tensor([j for j, k in enumerate(columns.tolist()) if k in keep], device=columns.device)
+            columns, W, loss_sum, active = _select(positions, columns, W, loss_sum, active)
+        if splitting:
+            columns, W, loss_sum, active = _select(self.mine(columns), columns, W, loss_sum, active)
+            # DDP would broadcast rank 0's buffers at every forward (each training batch); the ranks'
+            # buffers now differ on purpose, and a sweep split by configs has nothing to sync while it trains.
+            wrapper = self.strategy.model
+            if isinstance(wrapper, DistributedDataParallel):
+                wrapper.broadcast_buffers = False
+        self.sharded = splitting
+        # Split by configs, each rank measures its own configs: their accuracies are not summed across ranks.
+        sweep.hold(columns, W, loss_sum, optimizer=optimizer, active=active, sync=not splitting)
 
     def _whole_grid(self, sweep: SweepState, optimizer: GridSGD) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """``(columns (K_live,), W (D, K_live, C), loss_sum (K_live,), live (K_live,))`` of the whole sweep."""
-        live = optimizer.state[sweep.W]["live"]
-        columns, W, loss_sum, live = self.gather(sweep.columns, sweep.W.detach().transpose(0, 1), sweep.loss_sum, live)
-        return columns, W.transpose(0, 1).contiguous(), loss_sum, live  # W back to (D, K_live, C)
+        """``(columns (K_held,), W (D, K_held, C), loss_sum (K_held,), active (K_held,))`` of the whole sweep."""
+        gathered = self.gather(sweep.columns, sweep.W.detach().transpose(0, 1), sweep.loss_sum, optimizer.active())
+        columns, W, loss_sum, active = gathered
+        return columns, W.transpose(0, 1), loss_sum, active  # W back to (D, K_held, C)
 
     def write_whole(self, sweep: SweepState, optimizer: GridSGD, checkpoint: dict[str, Any]) -> None:
-        """Make ``checkpoint`` describe the whole sweep as one device saves it: ``W (D, K_live, C)``,
+        """Make ``checkpoint`` describe the whole sweep as one device saves it: ``W (D, K_held, C)``,
         ``columns`` and ``loss_sum`` and GridSGD's per-config state, in config order, so that it
         resumes on any number of processes. Every rank calls it (Lightning dumps the checkpoint on
         every rank; rank 0 writes it)."""
-        columns, W, loss_sum, live = self._whole_grid(sweep, optimizer)
+        columns, W, loss_sum, active = self._whole_grid(sweep, optimizer)
         state_dict = checkpoint["state_dict"]
-        state_dict["W"], state_dict["columns"], state_dict["loss_sum"] = W, columns, loss_sum
-        lr, reg = sweep.axes(columns)
+        state_dict["W"], state_dict["columns"], state_dict["loss_sum"] = W.contiguous(), columns, loss_sum
         for optimizer_state in checkpoint.get("optimizer_states", []):
-            group = optimizer_state["param_groups"][0]
-            group["lr"], group["reg"] = lr, reg
-            # New dicts: Optimizer.state_dict hands out the optimizer's own per-parameter state dicts.
-            optimizer_state["state"] = {
-                index: {**state, "lr": torch.tensor(lr, dtype=W.dtype, device=W.device),  # as GridSGD builds them
-                        "reg": torch.tensor(reg, dtype=W.dtype, device=W.device), "live": live}
-                for index, state in optimizer_state["state"].items()
-            }  # fmt: skip
+            GridSGD.hold_in(optimizer_state, *sweep.axes(columns), active, W)
 
     def column_of(self, k: int, sweep: SweepState) -> Tensor | None:
-        """``W_k (D, C)`` of live config ``k`` on every rank, sent by the rank that trains it (None if it is not live)."""
+        """``W_k (D, C)`` of config ``k`` on every rank, sent by the rank that holds it (None: no rank holds it)."""
         columns, W = sweep.columns.tolist(), sweep.W
         owners = self.strategy.all_gather(torch.tensor(int(k in columns), device=W.device))  # (N,)
         if not bool(owners.any()):
@@ -172,3 +161,8 @@ class ConfigShards:
         owner = int(owners.argmax())
         local = W[:, columns.index(k), :].detach().cpu() if owner == self.rank else None
         return self.strategy.broadcast(local, src=owner).to(W.device)
+
+
+def _select(positions: Tensor, columns: Tensor, W: Tensor, loss_sum: Tensor, active: Tensor) -> tuple[Tensor, ...]:
+    """The configs at ``positions (K',)`` of a grid: its columns, weights (``W (D, K, C)`` on dim 1) and state."""
+    return columns[positions], W.index_select(1, positions), loss_sum[positions], active[positions]

@@ -3,8 +3,8 @@
 One unit holds what describes a sweep between two steps:
 
 - its configs, ``configs[k] = (lr, reg)``;
-- the weights of the configs still training, ``W (D, K_live, C)``, and which config each column
-  block is, ``columns (K_live,)`` (successive halving removes the columns of stopped configs);
+- the weights of the configs still training, ``W (D, K_held, C)``, and which config each column
+  block is, ``columns (K_held,)`` (successive halving removes the columns of stopped configs);
 - per live config, the training loss summed since the last validation (``loss_sum``, over
   ``loss_steps`` steps) and the accuracies being measured (``train_acc``, ``val_acc``);
 - the results of the last validation (``results``), the configs halving stopped with their last
@@ -22,7 +22,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -49,7 +50,9 @@ class SweepState(nn.Module):
             validation but the last; None: no halving.
     """
 
-    def __init__(self, configs: Sequence[tuple[float, float]], loss: str, w0: Tensor, halving_factor: float | None) -> None:
+    def __init__(
+        self, configs: Sequence[tuple[float, float]], loss: str, w0: Tensor, halving_factor: float | None
+    ) -> None:
         super().__init__()
         self.configs = list(configs)
         self.loss, self.halving_factor = loss, halving_factor
@@ -57,8 +60,8 @@ class SweepState(nn.Module):
         # requires_grad only because DDP refuses a module without a trainable parameter.
         self.W = nn.Parameter(w0.unsqueeze(1).repeat(1, K, 1))  # (D, K, C)
         self.register_buffer("best_index", torch.tensor(-1))  # best config by val accuracy; -1: none yet
-        self.register_buffer("columns", torch.arange(K))  # (K_live,) the config of each column of W
-        self.register_buffer("loss_sum", torch.zeros(K))  # (K_live,) training loss summed since the last validation
+        self.register_buffer("columns", torch.arange(K))  # (K_held,) the config of each column of W
+        self.register_buffer("loss_sum", torch.zeros(K))  # (K_held,) training loss summed since the last validation
         self.register_buffer("loss_steps", torch.tensor(0))
         self.train_acc, self.val_acc = GridAccuracy(K), GridAccuracy(K)
         self.results: SweepResult | None = None
@@ -70,21 +73,31 @@ class SweepState(nn.Module):
     def num_configs(self) -> int:
         return len(self.configs)
 
-    # --- the live columns -------------------------------------------------------------------------
-    def set_columns(self, columns: Tensor, W: Tensor, loss_sum: Tensor, sync: bool = True) -> None:
-        """Make ``columns (K_live,)`` the configs of W: ``W (D, K_live, C)``, and the per-config state with them.
+    # --- the configs W holds ----------------------------------------------------------------------
+    def hold(
+        self,
+        columns: Tensor,
+        W: Tensor,
+        loss_sum: Tensor,
+        *,
+        optimizer: GridSGD | None = None,
+        active: Tensor | None = None,
+        sync: bool = True,
+    ) -> None:
+        """Make ``columns (K',)`` the configs W holds: ``W (D, K', C)``, their loss sums ``(K',)`` and, given
+        ``optimizer``, its state for them (``active (K',)``: 1 training, 0 frozen as diverged).
 
-        ``sync``: whether the accuracies are summed across processes (not when each measures its own configs)."""
+        The one place where the configs W holds change: halving, the processes' shares (which
+        :meth:`ConfigShards.hold <lit_linear.sweep.shards.ConfigShards.hold>` decides) and resume all
+        come here. ``sync``: the accuracies are summed across processes (not when each measures its own configs).
+        """
         self.columns = columns
         self.W = nn.Parameter(W.contiguous())
         self.loss_sum = loss_sum
         self.train_acc = GridAccuracy(columns.numel(), sync_on_compute=sync).to(W.device)
         self.val_acc = GridAccuracy(columns.numel(), sync_on_compute=sync).to(W.device)
-
-    def keep(self, positions: Tensor, optimizer: GridSGD, sync: bool = True) -> None:
-        """Keep only the columns ``positions (K',)`` of W, with their per-config state and GridSGD's."""
-        self.set_columns(self.columns[positions], self.W.detach().index_select(1, positions), self.loss_sum[positions], sync)
-        optimizer.keep(positions, self.W)
+        if optimizer is not None:
+            optimizer.hold(self.W, *self.axes(), active)
 
     def axes(self, columns: Tensor | None = None) -> tuple[list[float], list[float]]:
         """The learning rates and L2 strengths of the configs ``columns`` (default: the live ones), in their order."""
@@ -116,18 +129,20 @@ class SweepState(nn.Module):
         accuracy.update(scores.view(X.shape[0], K, C).argmax(dim=2), labels)
 
     def measured(self, frozen: Tensor | None, restart_losses: bool) -> tuple[Tensor, Tensor]:
-        """This process's live configs and their statistics: ``(columns (K_live,), (K_live, 4))``, the columns
+        """This process's live configs and their statistics: ``(columns (K_held,), (K_held, 4))``, the columns
         train accuracy, val accuracy, mean train loss (NaN: no step since the last validation) and diverged.
 
-        ``frozen (K_live,)``: the configs GridSGD froze as diverged (None: not known). ``restart_losses``:
+        ``frozen (K_held,)``: the configs GridSGD froze as diverged (None: not known). ``restart_losses``:
         start the next loss mean (a validation on the interval)."""
         # torchmetrics squeezes a one-element result, hence the view.
         train_acc, val_acc = self.train_acc.compute().view(-1), self.val_acc.compute().view(-1)
         self.reset_measures()
-        diverged = ~torch.isfinite(self.W).all(dim=2).all(dim=0)  # (K_live,)
+        diverged = ~torch.isfinite(self.W).all(dim=2).all(dim=0)  # (K_held,)
         if frozen is not None:
             diverged |= frozen.to(diverged.device)
-        train_loss = self.loss_sum / self.loss_steps if self.loss_steps > 0 else torch.full_like(self.loss_sum, math.nan)
+        train_loss = (
+            self.loss_sum / self.loss_steps if self.loss_steps > 0 else torch.full_like(self.loss_sum, math.nan)
+        )
         if restart_losses:
             self.loss_sum.zero_()
             self.loss_steps.zero_()
@@ -138,35 +153,37 @@ class SweepState(nn.Module):
         self.val_acc.reset()
 
     def record(self, columns: Tensor, stats: Tensor) -> dict[int, ConfigResult]:
-        """Every live config's results from the whole sweep's statistics (``columns (K_live,)``, ``stats (K_live, 4)``
+        """Every live config's results from the whole sweep's statistics (``columns (K_held,)``, ``stats (K_held, 4)``
         in config order, as :meth:`measured` gives them, gathered); chooses the best config."""
         train_acc, val_acc, train_loss, diverged = stats.unbind(dim=1)
         losses = [None if math.isnan(tl) else tl for tl in train_loss.tolist()]  # None: not measured
         diverged = diverged.bool()
-        live = {
+        latest = {
             k: ConfigResult(*self.configs[k], float(ta), float(va), tl, "diverged" if bad else "ok")
-            for k, ta, va, tl, bad in zip(columns.tolist(), train_acc.tolist(), val_acc.tolist(), losses, diverged.tolist())
+            for k, ta, va, tl, bad in zip(
+                columns.tolist(), train_acc.tolist(), val_acc.tolist(), losses, diverged.tolist()
+            )
         }
         usable = val_acc.masked_fill(diverged, -1.0)
         self.best_index.fill_(int(columns[int(usable.argmax())]) if not bool(diverged.all()) else -1)
         self.pending_halving = None
-        return live
+        return latest
 
-    def conclude(self, step: int, live: dict[int, ConfigResult]) -> SweepResult:
-        """The sweep's results at ``step``: the live configs' and the stopped ones' last."""
+    def conclude(self, step: int, latest: dict[int, ConfigResult]) -> SweepResult:
+        """The sweep's results at ``step``: the ``latest`` of the configs W holds, the last of those stopped."""
         best = int(self.best_index)
-        configs = tuple(live.get(k) or self.stopped[k] for k in range(self.num_configs))
+        configs = tuple(self.stopped.get(k) or latest[k] for k in range(self.num_configs))
         self.results = SweepResult(self.loss, step, configs, best if best >= 0 else None)
         return self.results
 
-    def halving(self, live: dict[int, ConfigResult], step: int, max_steps: int) -> set[int] | None:
+    def halving(self, latest: dict[int, ConfigResult], step: int, max_steps: int) -> set[int] | None:
         """After a validation on the interval at ``step``: the configs to keep (None: none stopped). The last
         validation of a fit does not halve; a fit resumed from it with more steps does (:meth:`resumed_halving`)."""
         if self.halving_factor is None:
             return None
         if step < max_steps:
-            return self.survivors(live, step)
-        self.pending_halving = dict(live)
+            return self.survivors(latest, step)
+        self.pending_halving = dict(latest)
         return None
 
     def resumed_halving(self, step: int, max_steps: int) -> set[int] | None:
@@ -175,24 +192,23 @@ class SweepState(nn.Module):
         pending, self.pending_halving = self.pending_halving, None
         return self.survivors(pending, step) if pending is not None and step < max_steps else None
 
-    def survivors(self, live: dict[int, ConfigResult], step: int) -> set[int] | None:
-        """Successive halving at ``step``: the best ``ceil(n / halving_factor)`` of the n configs still training
-        (val accuracy, then lower train loss); the others, and any that diverged, are stopped with their
-        results (``live`` and :attr:`stopped` updated). None: nothing to stop."""
-        training = [k for k, r in live.items() if r.status == "ok"]
+    def survivors(self, latest: dict[int, ConfigResult], step: int) -> set[int] | None:
+        """Successive halving at ``step``: the best ``ceil(n / halving_factor)`` of the n configs of ``latest`` still
+        training (val accuracy, then lower train loss). The others, and any that diverged, are recorded in
+        :attr:`stopped` with their results. None: nothing to stop."""
+        training = [k for k, r in latest.items() if r.status == "ok"]
 
         def loss(k: int) -> float:  # None (no step since the last validation) ranks last among equal accuracies
-            return math.inf if live[k].train_loss is None else live[k].train_loss
+            return math.inf if latest[k].train_loss is None else latest[k].train_loss
 
-        ranked = sorted(training, key=lambda k: (-live[k].val_acc, loss(k), k))
+        ranked = sorted(training, key=lambda k: (-latest[k].val_acc, loss(k), k))
         keep = set(ranked[: math.ceil(len(training) / self.halving_factor)])
-        if not keep or len(keep) == len(live):  # nothing left to choose from, or nothing to stop
+        if not keep or len(keep) == len(latest):  # nothing left to choose from, or nothing to stop
             return None
-        for k, result in live.items():
+        for k, result in latest.items():
             if k not in keep:
-                if result.status == "ok":
-                    result = dataclasses.replace(result, status="stopped", stopped_at=step)
-                live[k] = self.stopped[k] = result
+                ok = result.status == "ok"
+                self.stopped[k] = dataclasses.replace(result, status="stopped", stopped_at=step) if ok else result
         return keep
 
     def best(self) -> int:
@@ -210,7 +226,9 @@ class SweepState(nn.Module):
         lr, reg = self.configs[k]
         info: dict[str, Any] = {"loss": self.loss, "lr": lr, "reg": reg}
         if self.results is not None and self.results.best_index == k:
-            info.update(train_acc=self.results.best.train_acc, val_acc=self.results.best.val_acc, step=self.results.step)
+            info.update(
+                train_acc=self.results.best.train_acc, val_acc=self.results.best.val_acc, step=self.results.step
+            )
         return LinearClassifier(self.weights_of(k), pixel_mean, class_names, info)
 
     def write(self, folder: str, pixel_mean: Tensor, class_names: Sequence[str]) -> None:
@@ -233,7 +251,9 @@ class SweepState(nn.Module):
         if columns is not None and not torch.equal(columns.cpu(), self.columns.cpu()):
             D, _, C = self.W.shape
             n = columns.numel()
-            self.set_columns(columns.to(self.columns.device).clone(), self.W.detach().new_empty(D, n, C), self.loss_sum.new_zeros(n))
+            self.hold(
+                columns.to(self.columns.device).clone(), self.W.detach().new_empty(D, n, C), self.loss_sum.new_zeros(n)
+            )
         self.stopped = _results_by_config(checkpoint.get("stopped_configs", []))
         pending = checkpoint.get("pending_halving")
         self.pending_halving = _results_by_config(pending) if pending is not None else None

@@ -21,17 +21,14 @@ import lightning.pytorch as pl
 from lightning.pytorch.utilities import rank_zero_warn
 from lightning.pytorch.utilities.warnings import PossibleUserWarning
 
+from lit_linear.errors import is_count
+
 # Past a few dozen steps per batch Lightning's share of a step is negligible; a Ctrl-C waits at
 # most this many steps.
 MAX_STEPS_PER_BATCH = 50
 
 # The trainer's intervals that a user gives in steps and Lightning counts in training batches.
 BATCH_COUNTED = ("val_check_interval", "log_every_n_steps")
-
-
-def is_count(value: Any) -> bool:
-    """A positive int (not a bool): a number of SGD steps."""
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def step_counts(trainer: pl.Trainer, global_step: int = 0) -> list[int]:
@@ -47,7 +44,7 @@ def step_counts(trainer: pl.Trainer, global_step: int = 0) -> list[int]:
 
 
 def steps_per_batch(counts: list[int], limit: int | None = None) -> int:
-    """The largest m <= ``limit`` (default :data:`MAX_STEPS_PER_BATCH`) that divides every count (1 when there is none)."""
+    """The largest m <= ``limit`` (default :data:`MAX_STEPS_PER_BATCH`) dividing every count (1 when there is none)."""
     limit = MAX_STEPS_PER_BATCH if limit is None else limit
     g = math.gcd(*counts) if counts else 1
     return max(m for m in range(1, min(g, limit) + 1) if g % m == 0)

@@ -3,12 +3,8 @@
     trainer = pl.Trainer(max_steps=2000, val_check_interval=500, check_val_every_n_epoch=None)
     trainer.fit(LinearClassifierModule(loss="softmax", lr=[0.1, 0.4], reg=[1e-4, 1e-3]), CIFARDataModule())
 
-The K configs live side by side in one ``W (D, K, C)``; every step they score the same minibatch in
-one product and :class:`GridSGD` adds their hand-derived gradients into ``W`` (Lightning never calls
-backward). The module is Lightning's glue: each hook hands what Lightning asks to the unit that
-answers it: :class:`~lit_linear.sweep.state.SweepState` (the sweep's state and decisions),
-:class:`~lit_linear.training.step.TrainStep` (the step's maths), :class:`~lit_linear.training.grouping.StepGrouping`
-(SGD steps per Lightning batch) and :class:`~lit_linear.sweep.shards.ConfigShards` (the processes' shares).
+Lightning's glue over one sweep: each hook hands its work to SweepState, TrainStep, StepGrouping or
+ConfigShards (``docs/design.md``). Lightning never calls backward: GridSGD applies the hand-derived update.
 """
 
 from __future__ import annotations
@@ -26,7 +22,6 @@ from lit_linear.callbacks.progress import StepProgressBar
 from lit_linear.data.cifar_module import CIFARDataModule
 from lit_linear.data.streams import Batch, TrainBlock
 from lit_linear.errors import SweepDivergedError
-from lit_linear.features.classifier import LinearClassifier
 from lit_linear.features.pixels import preprocess
 from lit_linear.maths.optim import GridSGD
 from lit_linear.runs.checkpoint_io import use_atomic_checkpoints
@@ -92,11 +87,10 @@ class LinearClassifierModule(pl.LightningModule):
         split: Split = "auto",
     ) -> None:
         super().__init__()
-        # seed_everything's seed alone: the same draws on every DDP rank and in a rerun of config.yaml.
-        configs, class_names = check_model_options(loss, lr, reg, num_configs, halving_factor, weight_scale, lr_decay,
-                                                   lr_decay_every, num_classes, feature_dim, class_names, torch.initial_seed())
-        resolve_split(split, len(configs), 1)  # the value; the process count is checked when a fit starts
         self.save_hyperparameters(logger=False)  # no HParams session for the main run: each config has its own
+        # seed_everything's seed alone: the same draws on every DDP rank and in a rerun of config.yaml.
+        configs, class_names = check_model_options(self.hparams, torch.initial_seed())
+        resolve_split(split, len(configs), 1)  # the value; the process count is checked when a fit starts
         self.automatic_optimization = False
         self.class_names = class_names
         w0 = weight_scale * torch.randn(feature_dim, num_classes)  # (D, C), shared by every config
@@ -112,7 +106,7 @@ class LinearClassifierModule(pl.LightningModule):
         self._product_dtype: torch.dtype | None = None  # the products' dtype when narrower than W's (set in setup)
 
     # What the sweep holds, under the names users of the module know.
-    W = property(lambda self: self.sweep.W, doc="``(D, K_live, C)``: the weights of the configs still training.")
+    W = property(lambda self: self.sweep.W, doc="``(D, K_held, C)``: the weights of the configs still training.")
     configs = property(lambda self: self.sweep.configs, doc="``(lr, reg)`` of each config.")
     num_configs = property(lambda self: self.sweep.num_configs)
     results = property(lambda self: self.sweep.results, doc="The sweep's results at the last validation.")
@@ -122,8 +116,8 @@ class LinearClassifierModule(pl.LightningModule):
     def setup(self, stage: str) -> None:
         trainer, datamodule = self.trainer, self.trainer.datamodule
         # Only a fit splits the configs: validate, test and predict score the whole grid on row shards.
-        split = resolve_split(self.hparams.split, self.num_configs, trainer.world_size) if stage == "fit" else "minibatch"
-        self.shards = ConfigShards(split, trainer.strategy)
+        split = resolve_split(self.hparams.split, self.num_configs, trainer.world_size) if stage == "fit" else None
+        self.shards = ConfigShards(split or "minibatch", trainer.strategy)
         if isinstance(datamodule, CIFARDataModule):
             datamodule.shard_rows = not self.shards.splits_configs
         self._product_dtype = product_dtype(trainer.precision)
@@ -146,14 +140,15 @@ class LinearClassifierModule(pl.LightningModule):
         and a LearningRateMonitor made to log each config's rate (:class:`SweepLearningRateMonitor`, same arguments).
 
         A callback of the user's own kind (another bar, a subclass of the monitor) is theirs to keep."""
-        return StepProgressBar.replacing(self.trainer.callbacks) + SweepLearningRateMonitor.replacing(self.trainer.callbacks)
+        callbacks = self.trainer.callbacks
+        return StepProgressBar.replacing(callbacks) + SweepLearningRateMonitor.replacing(callbacks)
 
     def configure_optimizers(self) -> GridSGD:
         graphs = check_cuda_graph(self.hparams.cuda_graph, self.W.device, self.trainer.world_size)
         self.step_fn = TrainStep(self.hparams.loss, self.hparams.compile, graphs)
-        lr, reg = self.sweep.axes()
         hp = self.hparams
-        return GridSGD([self.W], lr, reg, hp.lr_decay, hp.lr_decay_every, compile=hp.compile, cuda_graph=graphs)
+        schedule = {"lr_decay": hp.lr_decay, "lr_decay_every": hp.lr_decay_every}
+        return GridSGD([self.W], *self.sweep.axes(), **schedule, compile=hp.compile, cuda_graph=graphs)
 
     # --- checkpoints: the whole sweep, whatever the number of processes -----------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -184,23 +179,25 @@ class LinearClassifierModule(pl.LightningModule):
 
     def on_train_start(self) -> None:
         warn_if_shorter_than_logging(self.trainer, self.trainer.max_steps - self.global_step, self.steps_per_batch)
-        self._keep_only(self.sweep.resumed_halving(self.global_step, self.trainer.max_steps))
+        # A halving an earlier, shorter fit deferred applies now; a fit split by configs deals them out.
+        keep = self.sweep.resumed_halving(self.global_step, self.trainer.max_steps)
+        self.shards.hold(self.sweep, self._optimizer(), keep)
         self._loaded = None  # the weights move on from the checkpoint's step
-        if self.shards.splits_configs:
-            self.shards.shard(self.sweep, self._optimizer())
 
     def training_step(self, batch: TrainBlock, batch_idx: int) -> None:
         """``m`` SGD steps: a :class:`TrainBlock` of ``(m, n)`` rows of the training split and their labels."""
-        if batch.step != self.global_step:  # the stream follows global_step (data.TrainBatches): never replay or skip
-            raise RuntimeError(f"the training stream is at step {batch.step} but the weights at step {self.global_step}")
+        if batch.step != self.global_step:  # the stream follows global_step (TrainBatches): never replay or skip
+            raise RuntimeError(f"the training stream is at step {batch.step}, the weights at {self.global_step}")
         optimizer, sweep, strategy = self.optimizers(), self.sweep, self.trainer.strategy
         # Under DDP split by minibatch, the hand-formed gradient and the loss are averaged across processes.
         reduce = (lambda t: strategy.reduce(t, reduce_op="mean")) if self.shards.splits_minibatch else None
         with own_dtypes(self.device):
             for rows, labels in zip(batch.index, batch.labels):
-                closure = self.step_fn.closure(sweep.W, batch.source, rows, labels, self.pixel_mean, self._product_dtype, reduce)
+                closure = self.step_fn.closure(
+                    sweep.W, batch.source, rows, labels, self.pixel_mean, dtype=self._product_dtype, reduce=reduce
+                )
                 # Accumulated on the device and read at validation: per-step logging would sync every step.
-                sweep.loss_sum.add_(optimizer.step(closure=closure))  # (K_live,)
+                sweep.loss_sum.add_(optimizer.step(closure=closure))  # (K_held,)
         sweep.loss_steps.add_(batch.index.shape[0])
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
@@ -210,8 +207,8 @@ class LinearClassifierModule(pl.LightningModule):
             self.trainer.should_stop = True
 
     def on_train_end(self) -> None:
-        if self.shards.sharded:  # the whole sweep on every rank again: best model, templates, a later test
-            self.shards.unshard(self.sweep, self._optimizer())
+        # The whole sweep on every rank again: best model, templates, a later test.
+        self.shards.hold(self.sweep, self._optimizer(), split=False)
 
     # --- validation: train and val accuracy of every config ------------------------------------
     def validation_step(self, batch: dict[str, Batch | None], batch_idx: int) -> None:
@@ -231,17 +228,13 @@ class LinearClassifierModule(pl.LightningModule):
         # max_steps adds is for the user, so that a fit resumed from it goes on as the uninterrupted one.
         on_interval = self.grouping.validates_at(self.trainer, self.global_step)
         # Under model.split configs each rank measured its own configs: the sweep is ranked as a whole.
-        live = sweep.record(*self.shards.gather(*sweep.measured(frozen, restart_losses=on_interval)))
-        if self.trainer.state.fn == "fit" and on_interval:
-            self._keep_only(sweep.halving(live, self.global_step, self.trainer.max_steps))
+        latest = sweep.record(*self.shards.gather(*sweep.measured(frozen, restart_losses=on_interval)))
+        if self.trainer.state.fn == "fit" and on_interval:  # the survivors of a halving are dealt out afresh
+            self.shards.hold(sweep, self._optimizer(), sweep.halving(latest, self.global_step, self.trainer.max_steps))
         best = int(sweep.best_index)
         if self.shards.sharded and best >= 0:  # for SweepTensorBoard's templates of the best config, on rank 0
             sweep.best_weights = self.shards.column_of(best, sweep)
-        self._log_results(sweep.conclude(step, live))
-
-    def _keep_only(self, keep: set[int] | None) -> None:
-        if keep is not None:  # halving stopped some configs: the survivors are dealt out to the processes afresh
-            self.shards.keep_only(self.sweep, self._optimizer(), keep)
+        self._log_results(sweep.conclude(step, latest))
 
     def _log_results(self, results: SweepResult) -> None:
         top = results.best
@@ -269,10 +262,6 @@ class LinearClassifierModule(pl.LightningModule):
             print(self.results.table(), flush=True)
 
     # --- results -------------------------------------------------------------------------------
-    def best_classifier(self) -> LinearClassifier:
-        """The best config (by val accuracy at the last validation) as a standalone classifier."""
-        return self.sweep.classifier(self.sweep.best(), self.pixel_mean, self.class_names)
-
     def on_fit_end(self) -> None:
         log_dir = self.trainer.log_dir  # a collective under DDP: every rank asks
         if self.results is None:

@@ -9,7 +9,8 @@ closure of each step, averaging the gradient by hand when several processes shar
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -20,8 +21,17 @@ from lit_linear.maths.graphs import CapturedCall
 from lit_linear.maths.grid import grid_gradient, grid_loss_factored
 
 
-def data_term(loss: str, W: Tensor, split: Tensor, rows: Tensor, labels: Tensor, pixel_mean: Tensor,
-              out: Tensor | None = None, dtype: torch.dtype | None = None) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
+def data_term(
+    loss: str,
+    W: Tensor,
+    split: Tensor,
+    rows: Tensor,
+    labels: Tensor,
+    pixel_mean: Tensor,
+    *,
+    out: Tensor | None = None,
+    dtype: torch.dtype | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
     """The features of one minibatch and the grid's data loss on it, with its gradient as a factor.
 
     Args:
@@ -70,8 +80,17 @@ class TrainStep:
         self._rows: Tensor | None = None  # a CUDA graph's fixed inputs: the rows and labels of the step
         self._labels: Tensor | None = None
 
-    def closure(self, W: nn.Parameter, split: Tensor, rows: Tensor, labels: Tensor, pixel_mean: Tensor,
-                dtype: torch.dtype | None, reduce: Callable[[Tensor], Tensor] | None = None) -> Callable[[], Any]:  # fmt: skip
+    def closure(
+        self,
+        W: nn.Parameter,
+        split: Tensor,
+        rows: Tensor,
+        labels: Tensor,
+        pixel_mean: Tensor,
+        *,
+        dtype: torch.dtype | None,
+        reduce: Callable[[Tensor], Tensor] | None = None,
+    ) -> Callable[[], Any]:
         """What GridSGD calls: the data loss ``(K,)`` and its gradient on the rows ``rows (n,)`` of ``split``.
 
         ``reduce``: under DDP split by minibatch, the mean across processes; the gradient is then formed
@@ -89,7 +108,7 @@ class TrainStep:
             # The data term; GridSGD adds the regulariser (its loss and its gradient) itself.
             # Eagerly, one (n, D) feature buffer is reused: a fresh 2.4 MB tensor per step costs page faults.
             out = self._x_buffer if self.fn is data_term else None
-            loss, X, dscores = self.fn(self.loss, W, split, rows, labels, pixel_mean, out, dtype)
+            loss, X, dscores = self.fn(self.loss, W, split, rows, labels, pixel_mean, out=out, dtype=dtype)
             self._x_buffer = X
             if reduce is None:
                 return loss, X, dscores  # GridSGD adds X.T @ dscores into W in one product

@@ -24,23 +24,34 @@ from lightning.pytorch.callbacks import (
 )
 from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
 
-from lit_linear.errors import ConfigError
-from lit_linear.training.grouping import is_count
+from lit_linear.errors import ConfigError, is_count
 from lit_linear.training.precision import check_precision
 
 # Callbacks that act on autograd's backward, an optimizer's param_groups or the loss a training
 # step returns, none of which a hand-trained sweep has; the reason names what to use instead.
 REFUSED_CALLBACKS: tuple[tuple[type, str], ...] = (
-    (StochasticWeightAveraging, "averages the weights over epochs of automatic optimization, and the sweep "
-                                "chooses its best config by validating the weights as trained"),
+    (
+        StochasticWeightAveraging,
+        "averages the weights over epochs of automatic optimization, and the sweep "
+        "chooses its best config by validating the weights as trained",
+    ),
     (WeightAveraging, "would save averaged weights while the sweep validates and chooses the weights as trained"),
-    (GradientAccumulationScheduler, "accumulates autograd's gradients; each SGD step here is one whole "
-                                    "minibatch of data.batch_size images: raise data.batch_size instead"),
+    (
+        GradientAccumulationScheduler,
+        "accumulates autograd's gradients; each SGD step here is one whole "
+        "minibatch of data.batch_size images: raise data.batch_size instead",
+    ),
     (BaseFinetuning, "freezes and unfreezes submodules of a network; a linear classifier has none"),
-    (LearningRateFinder, "tunes one learning rate of automatic optimization; the sweep searches the learning "
-                         "rate itself: give model.lr a list or a range {low, high}"),
-    (BatchSizeFinder, "looks for the largest batch that fits in memory; data.batch_size is the SGD minibatch, "
-                      "a hyperparameter of the sweep: set it directly"),
+    (
+        LearningRateFinder,
+        "tunes one learning rate of automatic optimization; the sweep searches the learning "
+        "rate itself: give model.lr a list or a range {low, high}",
+    ),
+    (
+        BatchSizeFinder,
+        "looks for the largest batch that fits in memory; data.batch_size is the SGD minibatch, "
+        "a hyperparameter of the sweep: set it directly",
+    ),
     (ModelPruning, "prunes the weights of nn.Linear and nn.Conv layers; the sweep's W is one (D, K, C) tensor"),
     (SpikeDetection, "watches the one loss a training step returns; a sweep has one loss per config"),
 )
@@ -58,8 +69,8 @@ def check_fit_settings(trainer: pl.Trainer) -> None:
 def _check_steps(trainer: pl.Trainer) -> None:
     if trainer.overfit_batches:
         raise ConfigError(
-            f"trainer.overfit_batches ({trainer.overfit_batches}) cannot apply: minibatches are drawn afresh from the whole "
-            "training split at every step and validation uses the held-out split; leave it at 0"
+            f"trainer.overfit_batches ({trainer.overfit_batches}) cannot apply: minibatches are drawn afresh from the "
+            "whole training split at every step and validation uses the held-out split; leave it at 0"
         )
     if trainer.fast_dev_run:
         return  # Lightning's own settings: fast_dev_run steps, then one validation
@@ -87,17 +98,19 @@ def _check_steps(trainer: pl.Trainer) -> None:
         )
     if not is_count(trainer.max_steps):
         raise ConfigError(
-            f"trainer.max_steps must be a positive number of SGD steps (got {trainer.max_steps}); e.g. --trainer.max_steps 2000"
+            f"trainer.max_steps must be a positive number of SGD steps (got {trainer.max_steps}); "
+            "e.g. --trainer.max_steps 2000"
         )
     if not is_count(trainer.val_check_interval):
         raise ConfigError(
-            f"trainer.val_check_interval must be a positive number of SGD steps (got {trainer.val_check_interval!r}): the "
-            "training stream has no epochs; e.g. --trainer.val_check_interval 500 --trainer.check_val_every_n_epoch null"
+            "trainer.val_check_interval must be a positive number of SGD steps "
+            f"(got {trainer.val_check_interval!r}): the training stream has no epochs; "
+            "e.g. --trainer.val_check_interval 500 --trainer.check_val_every_n_epoch null"
         )
     if trainer.check_val_every_n_epoch is not None:
         raise ConfigError(
-            f"trainer.check_val_every_n_epoch must be null (got {trainer.check_val_every_n_epoch}): the training stream "
-            "has no epochs, so validation is counted in steps by trainer.val_check_interval"
+            f"trainer.check_val_every_n_epoch must be null (got {trainer.check_val_every_n_epoch}): the training "
+            "stream has no epochs, so validation is counted in steps by trainer.val_check_interval"
         )
 
 

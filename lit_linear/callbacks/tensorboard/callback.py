@@ -74,7 +74,9 @@ class SweepTensorBoard(Callback):
         text: the resolved config and the final results table as text.
     """
 
-    def __init__(self, templates: bool = True, template_scale: int = 3, hparams: bool = True, text: bool = True) -> None:
+    def __init__(
+        self, templates: bool = True, template_scale: int = 3, hparams: bool = True, text: bool = True
+    ) -> None:
         check_scale(template_scale, "SweepTensorBoard's template_scale")
         self.templates, self.template_scale, self.hparams, self.text = templates, template_scale, hparams, text
         self._logger: TensorBoardLogger | None = None
@@ -83,7 +85,7 @@ class SweepTensorBoard(Callback):
         self._sessions_open = False  # HParams sessions started and not yet ended
 
     # --- lifecycle -----------------------------------------------------------------------------
-    def on_fit_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._close()  # a callback reused for another fit starts afresh
         self._last_step = None
         self._logger = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
@@ -93,7 +95,9 @@ class SweepTensorBoard(Callback):
             self._logger = None
             return
         log_dir = self._logger.log_dir
-        self._writers = [SummaryWriter(os.path.join(log_dir, config_name(lr, reg))) for lr, reg in pl_module.sweep.configs]
+        self._writers = [
+            SummaryWriter(os.path.join(log_dir, config_name(lr, reg))) for lr, reg in pl_module.sweep.configs
+        ]
         if self.hparams:
             self._start_sessions(trainer, pl_module)
         if self.text:
@@ -104,7 +108,7 @@ class SweepTensorBoard(Callback):
                 self._logger.experiment.add_text("config", text, global_step=trainer.global_step)
                 self._logger.experiment.flush()
 
-    def on_validation_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         results: SweepResult | None = pl_module.sweep.results
         if self._logger is None or results is None or trainer.sanity_checking or results.step == self._last_step:
             return
@@ -118,11 +122,13 @@ class SweepTensorBoard(Callback):
                 writer.add_scalar("loss/train", config.train_loss, step)
             writer.flush()
         if self.templates and results.best_index is not None:
-            image = template_grid(pl_module.sweep.weights_of(results.best_index), pl_module.class_names, self.template_scale)
+            image = template_grid(
+                pl_module.sweep.weights_of(results.best_index), pl_module.class_names, self.template_scale
+            )
             _add_png(self._logger.experiment, "templates/best", image, step)
             self._logger.experiment.flush()  # visible now, not at the writer's next periodic flush
 
-    def on_fit_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         results: SweepResult | None = pl_module.sweep.results
         if self._logger is None:
             return
@@ -145,7 +151,7 @@ class SweepTensorBoard(Callback):
                 writer.file_writer.add_summary(session_end_summary(STATUS_UNKNOWN))
         self._close()
 
-    def on_exception(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", exception: BaseException) -> None:
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         # An interrupted or crashed fit: end the sessions so the dashboard does not list them as running.
         # Best effort: on a full disk these writes fail too, and the fault to report is the first one.
         try:
@@ -164,7 +170,7 @@ class SweepTensorBoard(Callback):
         self._logger = None  # a later validate/test on this trainer writes nothing
 
     # --- HParams -------------------------------------------------------------------------------
-    def _start_sessions(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+    def _start_sessions(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         shared = self._shared_hparams(trainer, pl_module)
         lr0, reg0 = pl_module.sweep.configs[0]
         # lr and reg marked as differing so the dashboard shows them in its default columns.
@@ -177,7 +183,7 @@ class SweepTensorBoard(Callback):
         self._sessions_open = True
 
     @staticmethod
-    def _shared_hparams(trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> dict[str, Any]:
+    def _shared_hparams(trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
         """Hyperparameters every config shares; the same keys in every session."""
         hp = pl_module.hparams
         data = getattr(trainer.datamodule, "hparams", {})

@@ -7,7 +7,7 @@ buffers with what the ``tensorboard`` package ships, for any SummaryWriter's ``f
 from __future__ import annotations
 
 import time
-from typing import Collection, Mapping
+from collections.abc import Collection, Mapping
 
 from tensorboard.compat.proto import summary_pb2
 from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2

@@ -7,14 +7,14 @@ templates are rescaled to [0, 255] with one min/max, so their brightness can be 
 from __future__ import annotations
 
 import functools
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
-from lit_linear.errors import ConfigError
+from lit_linear.errors import check_count
 
 LABEL_HEIGHT = 12  # px strip under each tile for the class name
 PAD = 2  # px between tiles
@@ -46,8 +46,7 @@ def grid_shape(num_classes: int, scale: int) -> tuple[int, int]:
 
 def check_scale(scale: int, option: str = "scale") -> None:
     """Refuse a tile enlargement that is not a whole number >= 1 (ConfigError naming ``option``)."""
-    if not isinstance(scale, int) or isinstance(scale, bool) or scale < 1:
-        raise ConfigError(f"{option} must be a whole number >= 1, got {scale!r}")
+    check_count(scale, option)
 
 
 def template_grid(W: Tensor, class_names: Sequence[str], scale: int = 3) -> Tensor:

@@ -50,10 +50,7 @@ def reference_loss(kind: str, W: Tensor, X: Tensor, y: Tensor, reg: float) -> Te
     it is multiplied back by C to give the course's (Weston-Watkins) SVM loss.
     """
     scores = X @ W
-    if kind == "svm":
-        data = F.multi_margin_loss(scores, y, margin=1.0) * W.shape[1]
-    else:
-        data = F.cross_entropy(scores, y)
+    data = F.multi_margin_loss(scores, y, margin=1.0) * W.shape[1] if kind == "svm" else F.cross_entropy(scores, y)
     return data + reg * (W * W).sum()
 
 

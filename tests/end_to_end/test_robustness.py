@@ -94,10 +94,18 @@ def fit(data_dir, root, lr, reg, steps=40, precision="32-true"):
     pl.seed_everything(0)
     model = LinearClassifierModule(loss="softmax", lr=lr, reg=reg)
     trainer = pl.Trainer(
-        accelerator="cpu", max_steps=steps, val_check_interval=20, check_val_every_n_epoch=None,
-        num_sanity_val_steps=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, default_root_dir=str(root), precision=precision,
-    )  # fmt: skip
+        accelerator="cpu",
+        max_steps=steps,
+        val_check_interval=20,
+        check_val_every_n_epoch=None,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=str(root),
+        precision=precision,
+    )
     trainer.fit(model, CIFARDataModule(data_dir=str(data_dir), download=False, batch_size=20))
     return model
 
@@ -161,8 +169,13 @@ def test_predictions_csv_write_is_atomic(cifar10_dir, tmp_path, monkeypatch):
     """A predict that crashes mid-write leaves the earlier predictions.csv as it was."""
     model = fit(cifar10_dir, tmp_path, [0.05], [1e-3], steps=20)
     datamodule = CIFARDataModule(data_dir=str(cifar10_dir), download=False, batch_size=20)
-    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, default_root_dir=str(tmp_path),
-                         callbacks=[PredictionWriter()])  # fmt: skip
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        default_root_dir=str(tmp_path),
+        callbacks=[PredictionWriter()],
+    )
     trainer.predict(model, datamodule, return_predictions=False)
     before = (tmp_path / "predictions.csv").read_bytes()
     assert before.count(b"\n") == 61

@@ -1,6 +1,6 @@
 """Test-only faults for real runs: a disk that fills up at a chosen save, a write that fails on chosen processes.
 
-Used from the command line (``PYTHONPATH=tests``), e.g.
+Used from the command line (``PYTHONPATH=tests/end_to_end``), e.g.
 ``--trainer.plugins fault_probe.FullDiskAt --trainer.plugins.step 30``.
 """
 

@@ -1,6 +1,6 @@
 """Test-only callbacks for resume tests: a real signal at a chosen step, and a log of the minibatch rows.
 
-Used from the command line (``PYTHONPATH=tests``), e.g.
+Used from the command line (``PYTHONPATH=tests/end_to_end``), e.g.
 ``--trainer.callbacks+=crash_probe.SignalAt --trainer.callbacks.step=30 --trainer.callbacks.signal=SIGKILL``.
 """
 

@@ -1,4 +1,4 @@
-"""lit_linear.data.cifar_module: CIFARDataModule (files, download, split, mean), TrainBatches / EvalBatches contracts."""
+"""CIFARDataModule (files, download, split, mean) and the TrainBatches / EvalBatches contracts."""
 
 from __future__ import annotations
 
@@ -97,7 +97,7 @@ def test_cifar100_module(cifar100_dir):
     dm = fit_dm(cifar100_dir, dataset="cifar100", batch_size=40)
     assert dm.num_classes == 100 and dm.class_names == list(CIFAR100_CLASSES) and dm.feature_dim == 3073
     assert len(dm.train_labels) == 320 and len(dm.val_labels) == 80
-    assert 0 <= int(dm.train_labels.min()) and int(dm.train_labels.max()) < 100
+    assert int(dm.train_labels.min()) >= 0 and int(dm.train_labels.max()) < 100
 
 
 @pytest.mark.parametrize(
@@ -285,7 +285,7 @@ def test_each_epoch_draws_distinct_rows(split):
     epochs = [torch.cat([b.index for b in take_range(tb, e * 10, 10)]) for e in range(3)]
     for rows in epochs:
         assert rows.numel() == 100 and rows.unique().numel() == 100  # without replacement
-        assert 0 <= int(rows.min()) and int(rows.max()) < N
+        assert int(rows.min()) >= 0 and int(rows.max()) < N
     assert not torch.equal(epochs[0], epochs[1])  # a fresh permutation each epoch
 
 
@@ -475,8 +475,10 @@ def test_the_stream_ends_at_last_step(split, first_step, last_step, sizes):
     assert [b.step for b in got] == list(range(first_step, last_step, 5))
     single = TrainBatches(*split, batch_size=10, seed=4)
     if sizes:
-        assert torch.equal(torch.cat([b.index for b in got]),
-                           torch.stack([single.batch(t).index for t in range(first_step, last_step)]))  # fmt: skip
+        assert torch.equal(
+            torch.cat([b.index for b in got]),
+            torch.stack([single.batch(t).index for t in range(first_step, last_step)]),
+        )
     with pytest.raises(TypeError):
         len(blocks)
 

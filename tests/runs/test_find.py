@@ -16,13 +16,21 @@ MODEL = {"loss": "softmax", "lr": [0.1, 0.01], "reg": 0.001, "weight_scale": 1e-
 DATA = {"dataset": "cifar10", "batch_size": 200}
 
 
-def fake_checkpoint(root: Path, run: str, mtime: float, model: dict[str, Any] | None = None,
-                    data: dict[str, Any] | None = None, name: str = "best") -> str:
+def fake_checkpoint(
+    root: Path,
+    run: str,
+    mtime: float,
+    model: dict[str, Any] | None = None,
+    data: dict[str, Any] | None = None,
+    name: str = "best",
+) -> str:
     """``<root>/<run>/checkpoints/<name>.ckpt`` holding only the two hparams dicts, modified at ``mtime``."""
     path = root / run / "checkpoints" / f"{name}.ckpt"
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"hyper_parameters": dict(MODEL, **(model or {})),
-                "datamodule_hyper_parameters": dict(DATA, **(data or {}))}, path)  # fmt: skip
+    torch.save(
+        {"hyper_parameters": dict(MODEL, **(model or {})), "datamodule_hyper_parameters": dict(DATA, **(data or {}))},
+        path,
+    )
     os.utime(path, (mtime, mtime))
     return str(path)
 
@@ -56,8 +64,11 @@ def test_nested_settings_and_keys_on_one_side_only(tmp_path: Path) -> None:
     this = dict(MODEL, lr={"low": 1.0, "high": 2}, num_configs=4)
     assert find_matching_checkpoint(str(tmp_path), "best", this, DATA) == want
     # Under the old run's own folder (the run is the root itself, shown as "."): no match.
-    with pytest.raises(ConfigError, match=r"first: \.: model\.lr \[0\.1, 0\.01\] \(this run \{'low': 1\.0, 'high': 2\}\), "
-                       r"model\.num_configs None \(this run 4\)$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"first: \.: model\.lr \[0\.1, 0\.01\] \(this run \{'low': 1\.0, 'high': 2\}\), "
+        r"model\.num_configs None \(this run 4\)$",
+    ):
         find_matching_checkpoint(str(tmp_path / "old"), "best", this, DATA)
 
 
@@ -76,7 +87,9 @@ def test_no_match_lists_every_run_and_how_it_differs(tmp_path: Path) -> None:
     runs = message.split("newest first: ", 1)[1].split("; ")
     assert runs[0].startswith("lightning_logs/version_2: unreadable (")
     assert runs[1] == "lightning_logs/version_1: data.dataset 'cifar100' (this run 'cifar10')"
-    assert runs[2] == "lightning_logs/version_0: model.loss 'svm' (this run 'softmax'), model.reg [0.5] (this run 0.001)"
+    assert (
+        runs[2] == "lightning_logs/version_0: model.loss 'svm' (this run 'softmax'), model.reg [0.5] (this run 0.001)"
+    )
     assert len(runs) == 3
 
 

@@ -15,15 +15,23 @@ from lit_linear.sweep.shards import config_share, resolve_split
 
 @pytest.mark.parametrize(
     ("split", "configs", "processes", "resolved"),
-    [("auto", 25, 2, "configs"), ("auto", 2, 2, "configs"), ("auto", 1, 2, "minibatch"), ("auto", 3, 1, "configs"),
-     ("minibatch", 25, 2, "minibatch"), ("configs", 4, 4, "configs")],
-)  # fmt: skip
+    [
+        ("auto", 25, 2, "configs"),
+        ("auto", 2, 2, "configs"),
+        ("auto", 1, 2, "minibatch"),
+        ("auto", 3, 1, "configs"),
+        ("minibatch", 25, 2, "minibatch"),
+        ("configs", 4, 4, "configs"),
+    ],
+)
 def test_auto_splits_the_configs_when_there_are_enough(split, configs, processes, resolved):
     assert resolve_split(split, configs, processes) == resolved
 
 
 def test_configs_with_fewer_configs_than_processes_is_refused():
-    with pytest.raises(ConfigError, match=r"model.split configs needs at least as many configs as processes: 3 configs on 4"):
+    with pytest.raises(
+        ConfigError, match=r"model.split configs needs at least as many configs as processes: 3 configs on 4"
+    ):
         resolve_split("configs", 3, 4)
     with pytest.raises(ConfigError, match=r"model.split must be one of configs, minibatch, auto, got 'rows'"):
         resolve_split("rows", 3, 1)
@@ -45,12 +53,12 @@ def test_a_rank_left_without_configs_still_counts_the_steps():
     assert loss.shape == (0,) and int(optimizer.state[W]["step"]) == 1
 
 
-def test_regrid_moves_the_per_config_state_to_another_grid():
+def test_hold_moves_the_per_config_state_to_another_grid():
     W = torch.nn.Parameter(torch.zeros(4, 2, 3))
     optimizer = GridSGD([W], lr=[0.1, 0.2], reg=[0.0, 1.0])
     optimizer.step(lambda: (torch.zeros(2), torch.ones(1, 4), torch.zeros(1, 6)))
     whole = torch.nn.Parameter(torch.zeros(4, 3, 3))
-    optimizer.regrid(whole, [0.1, 0.3, 0.2], [0.0, 0.5, 1.0], torch.tensor([1.0, 0.0, 1.0]))
+    optimizer.hold(whole, [0.1, 0.3, 0.2], [0.0, 0.5, 1.0], torch.tensor([1.0, 0.0, 1.0]))
     state = optimizer.state[whole]
     assert optimizer.param_groups[0]["params"] == [whole] and W not in optimizer.state
     assert int(state["step"]) == 1  # shared by every config, carried over
@@ -62,11 +70,24 @@ def test_regrid_moves_the_per_config_state_to_another_grid():
     ("extra", "message"),
     [
         (["--model.split", "rows"], "model.split"),
-        (["--model.split", "configs", "--model.lr", "0.1", "--model.reg", "0.0", "--trainer.devices", "2",
-          "--trainer.strategy", "ddp"], "error: model.split configs needs at least as many configs as processes: 1 configs on 2"),
+        (
+            [
+                "--model.split",
+                "configs",
+                "--model.lr",
+                "0.1",
+                "--model.reg",
+                "0.0",
+                "--trainer.devices",
+                "2",
+                "--trainer.strategy",
+                "ddp",
+            ],
+            "error: model.split configs needs at least as many configs as processes: 1 configs on 2",
+        ),
     ],
     ids=["unknown value", "fewer configs than processes"],
-)  # fmt: skip
+)
 def test_a_split_that_cannot_apply_is_refused_before_data_is_read(tmp_path, capfd, extra, message):
     # A data folder that does not exist: the refusal must come first, naming the option.
     args = cli_args(tmp_path / "no_data_here", tmp_path, *extra)

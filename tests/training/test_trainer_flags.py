@@ -77,8 +77,21 @@ def test_float32_matmul_precision_is_an_option(cifar10_dir, tmp_path, matmul_pre
 
 
 def test_learning_rate_monitor_logs_each_configs_rate_in_sgd_steps(cifar10_dir, tmp_path):
-    main(["fit", *GRID, *cli_args(cifar10_dir, tmp_path), "--trainer.callbacks", "LearningRateMonitor",
-          "--trainer.log_every_n_steps", "10", "--model.lr_decay", "0.5", "--model.lr_decay_every", "20"])  # fmt: skip
+    main(
+        [
+            "fit",
+            *GRID,
+            *cli_args(cifar10_dir, tmp_path),
+            "--trainer.callbacks",
+            "LearningRateMonitor",
+            "--trainer.log_every_n_steps",
+            "10",
+            "--model.lr_decay",
+            "0.5",
+            "--model.lr_decay_every",
+            "20",
+        ]
+    )
     events = EventAccumulator(str(run_folder(tmp_path)), size_guidance={"scalars": 0})
     events.Reload()
     curve = events.Scalars("lr-GridSGD/lr=0.4,reg=0.01")
@@ -111,23 +124,60 @@ def test_logger_false_writes_no_tensorboard_run(cifar10_dir, tmp_path):
 
 
 def test_csv_logger_records_the_validation_metrics(cifar10_dir, tmp_path):
-    main(["fit", *GRID, *cli_args(cifar10_dir, tmp_path), "--trainer.logger", "CSVLogger", "--trainer.logger.save_dir", str(tmp_path)])
+    main(
+        [
+            "fit",
+            *GRID,
+            *cli_args(cifar10_dir, tmp_path),
+            "--trainer.logger",
+            "CSVLogger",
+            "--trainer.logger.save_dir",
+            str(tmp_path),
+        ]
+    )
     (metrics,) = tmp_path.rglob("metrics.csv")
     rows = list(csv.DictReader(metrics.open()))
     assert [int(float(r["step"])) for r in rows if r.get("val/acc")] == [20, 40]
 
 
 def test_early_stopping_on_val_acc_stops_the_sweep(cifar10_dir, tmp_path):
-    main(["fit", *GRID, *cli_args(cifar10_dir, tmp_path, steps=200), "--trainer.callbacks", "EarlyStopping",
-          "--trainer.callbacks.monitor", "val/acc", "--trainer.callbacks.mode", "max", "--trainer.callbacks.min_delta", "1.0",
-          "--trainer.callbacks.patience", "0"])  # fmt: skip
+    main(
+        [
+            "fit",
+            *GRID,
+            *cli_args(cifar10_dir, tmp_path, steps=200),
+            "--trainer.callbacks",
+            "EarlyStopping",
+            "--trainer.callbacks.monitor",
+            "val/acc",
+            "--trainer.callbacks.mode",
+            "max",
+            "--trainer.callbacks.min_delta",
+            "1.0",
+            "--trainer.callbacks.patience",
+            "0",
+        ]
+    )
     assert sweep(run_folder(tmp_path))["step"] == 40, "no improvement of a whole point at the second validation"
 
 
 def test_a_users_own_model_checkpoint_is_kept(cifar10_dir, tmp_path):
     mine = tmp_path / "mine"
-    main(["fit", *GRID, *cli_args(cifar10_dir, tmp_path), "--trainer.callbacks", "ModelCheckpoint",
-          "--trainer.callbacks.dirpath", str(mine), "--trainer.callbacks.monitor", "val/acc", "--trainer.callbacks.mode", "max"])  # fmt: skip
+    main(
+        [
+            "fit",
+            *GRID,
+            *cli_args(cifar10_dir, tmp_path),
+            "--trainer.callbacks",
+            "ModelCheckpoint",
+            "--trainer.callbacks.dirpath",
+            str(mine),
+            "--trainer.callbacks.monitor",
+            "val/acc",
+            "--trainer.callbacks.mode",
+            "max",
+        ]
+    )
     (saved,) = mine.glob("*.ckpt")
     assert torch.load(saved, weights_only=True)["global_step"] in (20, 40)
     assert (run_folder(tmp_path) / "checkpoints" / "last.ckpt").is_file()
@@ -156,8 +206,19 @@ def test_flags_that_change_nothing_a_sweep_computes(cifar10_dir, tmp_path, refer
 
 
 def test_profiler_simple_reports_the_fit(cifar10_dir, tmp_path):
-    main(["fit", *GRID, *cli_args(cifar10_dir, tmp_path), "--trainer.profiler", "SimpleProfiler",
-          "--trainer.profiler.dirpath", str(tmp_path), "--trainer.profiler.filename", "profile"])  # fmt: skip
+    main(
+        [
+            "fit",
+            *GRID,
+            *cli_args(cifar10_dir, tmp_path),
+            "--trainer.profiler",
+            "SimpleProfiler",
+            "--trainer.profiler.dirpath",
+            str(tmp_path),
+            "--trainer.profiler.filename",
+            "profile",
+        ]
+    )
     report = (tmp_path / "fit-profile.txt").read_text()
     assert "run_training_batch" in report and "optimizer_step" in report
 
@@ -165,7 +226,10 @@ def test_profiler_simple_reports_the_fit(cifar10_dir, tmp_path):
 REFUSED = [
     (["--trainer.gradient_clip_val", "0.5"], "trainer.gradient_clip_val"),
     (["--trainer.accumulate_grad_batches", "2"], "trainer.accumulate_grad_batches"),
-    (["--trainer.callbacks", "StochasticWeightAveraging", "--trainer.callbacks.swa_lrs", "0.01"], "StochasticWeightAveraging"),
+    (
+        ["--trainer.callbacks", "StochasticWeightAveraging", "--trainer.callbacks.swa_lrs", "0.01"],
+        "StochasticWeightAveraging",
+    ),
     (["--trainer.callbacks", "EMAWeightAveraging"], "EMAWeightAveraging"),
     (["--trainer.callbacks", "LearningRateFinder"], "LearningRateFinder"),
     (["--trainer.callbacks", "BatchSizeFinder"], "BatchSizeFinder"),
@@ -183,7 +247,9 @@ REFUSED = [
 
 
 @pytest.mark.parametrize("flag, named", REFUSED, ids=[" ".join(flag[:2]) for flag, _ in REFUSED])
-def test_a_flag_the_sweep_cannot_honour_is_refused_in_one_line_before_data_is_read(tmp_path, capsys, monkeypatch, flag, named):
+def test_a_flag_the_sweep_cannot_honour_is_refused_in_one_line_before_data_is_read(
+    tmp_path, capsys, monkeypatch, flag, named
+):
     looked = []
     monkeypatch.setattr(CIFARDataModule, "prepare_data", lambda self: looked.append("prepare_data"))
     monkeypatch.setattr(CIFARDataModule, "setup", lambda self, stage: looked.append("setup"))
@@ -207,8 +273,17 @@ def test_a_val_fraction_below_one_chunk_is_refused_in_one_line(cifar10_dir, tmp_
 
 
 def test_the_console_prints_no_line_the_user_cannot_act_on(cifar10_dir, tmp_path):
-    result = run_cli("fit", *GRID, *cli_args(cifar10_dir, tmp_path, steps=20, interval=20), "--trainer.enable_progress_bar", "true",
-                     "--trainer.callbacks", "LearningRateMonitor", "--trainer.log_every_n_steps", "10")  # fmt: skip
+    result = run_cli(
+        "fit",
+        *GRID,
+        *cli_args(cifar10_dir, tmp_path, steps=20, interval=20),
+        "--trainer.enable_progress_bar",
+        "true",
+        "--trainer.callbacks",
+        "LearningRateMonitor",
+        "--trainer.log_every_n_steps",
+        "10",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     console = result.stdout + result.stderr
     assert "litlogger" not in console and "will override existing callbacks" not in console
@@ -224,7 +299,15 @@ def test_precision_under_two_processes_equals_one(cifar10_dir, tmp_path, precisi
     runs = {}
     for devices in (1, 2):
         root = tmp_path / f"devices{devices}"
-        args = ["fit", *GRID, *cli_args(cifar10_dir, root), "--trainer.precision", precision, "--trainer.devices", str(devices)]
+        args = [
+            "fit",
+            *GRID,
+            *cli_args(cifar10_dir, root),
+            "--trainer.precision",
+            precision,
+            "--trainer.devices",
+            str(devices),
+        ]
         if devices == 1:
             main(args)
         else:
@@ -239,7 +322,9 @@ def test_precision_under_two_processes_equals_one(cifar10_dir, tmp_path, precisi
 
 @pytest.mark.slow
 def test_ddp_spawn_trains_the_sweep_of_one_device(cifar10_dir, tmp_path, reference):
-    result = run_cli("fit", *GRID, *cli_args(cifar10_dir, tmp_path, "--trainer.devices", "2", "--trainer.strategy", "ddp_spawn"))
+    result = run_cli(
+        "fit", *GRID, *cli_args(cifar10_dir, tmp_path, "--trainer.devices", "2", "--trainer.strategy", "ddp_spawn")
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert sweep(run_folder(tmp_path))["best"] == pytest.approx(reference["best"])
 
@@ -252,17 +337,37 @@ def test_bf16_mixed_reaches_the_float32_result_of_the_shipped_sweep(tmp_path_fac
     best = {}
     for precision in ("32-true", "bf16-mixed"):
         root = tmp_path_factory.mktemp(precision)
-        main(["fit", "--config", str(REPO / "configs" / "softmax_sweep.yaml"), *cli_args(data, root, steps=300, interval=100),
-              "--data.batch_size", "200", "--trainer.precision", precision])  # fmt: skip
+        main(
+            [
+                "fit",
+                "--config",
+                str(REPO / "configs" / "softmax_sweep.yaml"),
+                *cli_args(data, root, steps=300, interval=100),
+                "--data.batch_size",
+                "200",
+                "--trainer.precision",
+                precision,
+            ]
+        )
         best[precision] = sweep(run_folder(root))["best"]["val_acc"]
     assert 0.3 < best["32-true"] < 0.95, "a stand-in that is neither trivial nor hopeless"
     assert best["bf16-mixed"] == pytest.approx(best["32-true"], abs=0.005 + 1 / 400)
 
 
-@pytest.mark.parametrize("capability, precision, matmul, hinted", [((8, 0), "32-true", "highest", True), ((7, 0), "32-true", "highest", False),
-                                                                 ((8, 0), "bf16-mixed", "highest", False), ((8, 0), "32-true", "high", False)])  # fmt: skip
-def test_a_gpu_with_tensor_cores_is_told_the_option_that_uses_them(monkeypatch, matmul_precision, capability, precision, matmul, hinted):
-    """Lightning's hint names torch.set_float32_matmul_precision, which a command line cannot call; the CLI names its option."""
+@pytest.mark.parametrize(
+    "capability, precision, matmul, hinted",
+    [
+        ((8, 0), "32-true", "highest", True),
+        ((7, 0), "32-true", "highest", False),
+        ((8, 0), "bf16-mixed", "highest", False),
+        ((8, 0), "32-true", "high", False),
+    ],
+)
+def test_a_gpu_with_tensor_cores_is_told_the_option_that_uses_them(
+    monkeypatch, matmul_precision, capability, precision, matmul, hinted
+):
+    """Lightning's hint names torch.set_float32_matmul_precision, which a command line cannot call: the CLI names
+    its option."""
     from types import SimpleNamespace
 
     from lit_linear.cli import console

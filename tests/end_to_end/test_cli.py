@@ -22,7 +22,14 @@ pytestmark = pytest.mark.slow
 
 
 # The sweep of the ``fitted`` fixture: validate, test and predict name it the same way.
-FITTED = ["--config", str(REPO / "configs" / "softmax.yaml"), "--model.lr", "[0.01, 0.1]", "--model.reg", "[0.0, 0.001]"]
+FITTED = [
+    "--config",
+    str(REPO / "configs" / "softmax.yaml"),
+    "--model.lr",
+    "[0.01, 0.1]",
+    "--model.reg",
+    "[0.0, 0.001]",
+]
 
 
 @pytest.fixture(scope="module")
@@ -164,15 +171,32 @@ def test_ckpt_path_best_without_a_fit_names_where_it_looked(cifar10_dir, tmp_pat
 def test_ckpt_path_best_takes_the_newest_run_of_this_config(cifar10_dir, tmp_path, capfd):
     """fit softmax, then fit svm: test --config softmax --ckpt_path best takes the softmax run."""
     for config in ("softmax.yaml", "svm.yaml"):
-        fit = run_main(capfd, "fit", "--config", str(REPO / "configs" / config), *cli_args(cifar10_dir, tmp_path, steps=20))
+        fit = run_main(
+            capfd, "fit", "--config", str(REPO / "configs" / config), *cli_args(cifar10_dir, tmp_path, steps=20)
+        )
         assert fit.returncode == 0, fit.stderr[-3000:]
     # A process of its own: Lightning logs the checkpoint it restores to a stream this process's capture does not see.
-    result = run_cli("test", "--config", str(REPO / "configs" / "softmax.yaml"), "--ckpt_path", "best",
-                     *cli_args(cifar10_dir, tmp_path))  # fmt: skip
+    result = run_cli(
+        "test",
+        "--config",
+        str(REPO / "configs" / "softmax.yaml"),
+        "--ckpt_path",
+        "best",
+        *cli_args(cifar10_dir, tmp_path),
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert str(run_dir(tmp_path, 0) / "checkpoints" / "best.ckpt") in result.stdout + result.stderr
-    other = run_main(capfd, "test", "--config", str(REPO / "configs" / "softmax.yaml"), "--ckpt_path", "last",
-                    "--model.reg", "0.5", *cli_args(cifar10_dir, tmp_path))  # fmt: skip
+    other = run_main(
+        capfd,
+        "test",
+        "--config",
+        str(REPO / "configs" / "softmax.yaml"),
+        "--ckpt_path",
+        "last",
+        "--model.reg",
+        "0.5",
+        *cli_args(cifar10_dir, tmp_path),
+    )
     assert other.returncode == 2
     (line,) = [line for line in other.stderr.splitlines() if line.startswith("error:")]
     assert "lightning_logs/version_0: model.reg 0.001 (this run 0.5)" in line
@@ -237,17 +261,23 @@ def test_last_checkpoint_interval_counts_sgd_steps(cifar10_dir, tmp_path, monkey
         return save(trainer, path, *args, **kwargs)
 
     monkeypatch.setattr(pl.Trainer, "save_checkpoint", record)
-    main(["fit", *cli_args(cifar10_dir, tmp_path, "--last_checkpoint.every_n_train_steps", "30", steps=90, interval=20)])
+    main(
+        ["fit", *cli_args(cifar10_dir, tmp_path, "--last_checkpoint.every_n_train_steps", "30", steps=90, interval=20)]
+    )
     assert saved == [30, 60, 90]
 
 
 @pytest.mark.parametrize("value, steps", [("true", 1), ("5", 5)])
-def test_fast_dev_run_trains_that_many_steps_validates_once_and_writes_nothing(cifar10_dir, tmp_path, monkeypatch, capsys,
-                                                                               value, steps):  # fmt: skip
+def test_fast_dev_run_trains_that_many_steps_validates_once_and_writes_nothing(
+    cifar10_dir, tmp_path, monkeypatch, capsys, value, steps
+):
     validations = []
     end = LinearClassifierModule.on_validation_epoch_end
-    monkeypatch.setattr(LinearClassifierModule, "on_validation_epoch_end",
-                        lambda self: (validations.append(self.global_step), end(self)))  # fmt: skip
+    monkeypatch.setattr(
+        LinearClassifierModule,
+        "on_validation_epoch_end",
+        lambda self: (validations.append(self.global_step), end(self)),
+    )
     main(["fit", *cli_args(cifar10_dir, tmp_path / "root"), "--trainer.fast_dev_run", value])
     assert validations == [steps]
     assert f"1 configs after {steps} steps" in capsys.readouterr().out

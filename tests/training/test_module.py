@@ -57,7 +57,7 @@ def test_config_trained_in_a_grid_equals_it_trained_alone(cifar10_dir, tmp_path,
 def test_grouping_steps_into_batches_does_not_change_the_result(cifar10_dir, tmp_path, monkeypatch, limit, batches):
     """The package groups SGD steps into Lightning batches for speed; the weights and the
     validations are those of one step a batch, to the bit (float64)."""
-    kwargs = dict(lr_decay=0.9, lr_decay_every=7, steps=40, interval=20)
+    kwargs = {"lr_decay": 0.9, "lr_decay_every": 7, "steps": 40, "interval": 20}
     monkeypatch.setattr(steps_module, "MAX_STEPS_PER_BATCH", 1)
     one, one_trainer, _ = fit(cifar10_dir, tmp_path / "one", [1e-3, 3e-2], [0.0, 1e-2], **kwargs)
     monkeypatch.setattr(steps_module, "MAX_STEPS_PER_BATCH", limit)
@@ -80,11 +80,20 @@ def logged_fit(cifar10_dir, tmp_path, log_every_n_steps: int, callbacks=()):
     """A 40-step fit (validation every 20) with a CSV logger and this logging interval: ``(model, trainer)``."""
     pl.seed_everything(0)
     trainer = pl.Trainer(
-        accelerator="cpu", devices=1, max_steps=40, val_check_interval=20, check_val_every_n_epoch=None,
-        num_sanity_val_steps=0, log_every_n_steps=log_every_n_steps, logger=CSVLogger(tmp_path),
-        callbacks=list(callbacks), enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        accelerator="cpu",
+        devices=1,
+        max_steps=40,
+        val_check_interval=20,
+        check_val_every_n_epoch=None,
+        num_sanity_val_steps=0,
+        log_every_n_steps=log_every_n_steps,
+        logger=CSVLogger(tmp_path),
+        callbacks=list(callbacks),
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
         default_root_dir=tmp_path,
-    )  # fmt: skip
+    )
     model = LinearClassifierModule(lr=0.1, reg=0.0)
     trainer.fit(model, CIFARDataModule(data_dir=str(cifar10_dir), download=False, batch_size=20))
     return model, trainer
@@ -109,8 +118,10 @@ def test_a_fit_shorter_than_its_logging_interval_is_warned_about_in_sgd_steps(ci
     model, _ = logged_fit(cifar10_dir, tmp_path, log_every_n_steps=50)
     assert model.steps_per_batch == 10
     said = [str(w.message) for w in recwarn if "log_every_n_steps" in str(w.message)]
-    assert said == ["This fit runs 40 SGD steps, fewer than trainer.log_every_n_steps (50): set a lower value to see "
-                    "the metrics logged in per-batch hooks during the fit."]  # fmt: skip
+    assert said == [
+        "This fit runs 40 SGD steps, fewer than trainer.log_every_n_steps (50): set a lower value to see "
+        "the metrics logged in per-batch hooks during the fit."
+    ]
 
 
 def test_training_never_calls_backward_and_counts_sgd_steps(cifar10_dir, tmp_path, monkeypatch):
@@ -183,7 +194,7 @@ def test_compiled_step_trains_what_the_eager_step_trains(cifar10_dir, tmp_path):
     One loss (the SVM): compiling costs tens of seconds on a small CPU, and the update is shared."""
     loss = "svm"
     lrs, regs = [1e-3, 3e-2], [1e-4, 1e-2]
-    kwargs = dict(loss=loss, precision="32-true", lr_decay=0.9, lr_decay_every=7)
+    kwargs = {"loss": loss, "precision": "32-true", "lr_decay": 0.9, "lr_decay_every": 7}
     eager, _, _ = fit(cifar10_dir, tmp_path / "eager", lrs, regs, **kwargs)
     compiled, trainer, _ = fit(cifar10_dir, tmp_path / "compiled", lrs, regs, compile=True, **kwargs)
     optimizer = trainer.optimizers[0]

@@ -27,13 +27,17 @@ def last_w(root):
 
 
 TWO = ["--trainer.devices", "2", "--trainer.strategy", "ddp"]
-PROBES = {"PYTHONPATH": str(REPO / "tests")}
+PROBES = {"PYTHONPATH": str(REPO / "tests" / "end_to_end")}
 
 
 def probes(out_dir):
     """CLI arguments adding tests/ddp_probe.py's RankProbe and CollectiveCounter, writing into ``out_dir``."""
-    return ["--trainer.callbacks+=ddp_probe.RankProbe", f"--trainer.callbacks.out_dir={out_dir}",
-            "--trainer.callbacks+=ddp_probe.CollectiveCounter", f"--trainer.callbacks.out_dir={out_dir}"]  # fmt: skip
+    return [
+        "--trainer.callbacks+=ddp_probe.RankProbe",
+        f"--trainer.callbacks.out_dir={out_dir}",
+        "--trainer.callbacks+=ddp_probe.CollectiveCounter",
+        f"--trainer.callbacks.out_dir={out_dir}",
+    ]
 
 
 def collectives(out_dir, rank):
@@ -56,13 +60,25 @@ def assert_same_sweep(a, b):
 def test_two_ddp_processes_equal_one_device(cifar10_dir, tmp_path):
     """Split by minibatch, a search with successive halving: every rank draws the same configs and
     keeps the same ones, and the gradient is averaged across them at every step."""
-    grid = ["--model.lr", "{low: 0.01, high: 0.2}", "--model.reg", "[0.0, 0.01]", "--model.num_configs", "6",
-            "--model.halving_factor", "2"]  # fmt: skip
+    grid = [
+        "--model.lr",
+        "{low: 0.01, high: 0.2}",
+        "--model.reg",
+        "[0.0, 0.01]",
+        "--model.num_configs",
+        "6",
+        "--model.halving_factor",
+        "2",
+    ]
     main(["fit", *grid, *cli_args(cifar10_dir, tmp_path / "one")])
     two = run_cli(
-        "fit", *grid, *cli_args(cifar10_dir, tmp_path / "two", *TWO, "--model.split", "minibatch"),
-        *probes(tmp_path / "ranks"), env=PROBES, timeout=600,
-    )  # fmt: skip
+        "fit",
+        *grid,
+        *cli_args(cifar10_dir, tmp_path / "two", *TWO, "--model.split", "minibatch"),
+        *probes(tmp_path / "ranks"),
+        env=PROBES,
+        timeout=600,
+    )
     assert two.returncode == 0, two.stderr[-3000:]
     # Two all-reduces per SGD step (the gradient and the loss): what model.split configs does without.
     assert collectives(tmp_path / "ranks", 0)["calls"]["c10d::allreduce_"] == 2 * 40
@@ -83,20 +99,32 @@ def test_two_ddp_processes_equal_one_device(cifar10_dir, tmp_path):
     "grid",
     [
         ["--model.lr", "[0.01, 0.05, 0.1]", "--model.reg", "[0.0, 0.01]"],
-        ["--model.lr", "{low: 0.01, high: 0.2}", "--model.reg", "[0.0, 0.01]", "--model.num_configs", "7",
-         "--model.halving_factor", "2"],
+        [
+            "--model.lr",
+            "{low: 0.01, high: 0.2}",
+            "--model.reg",
+            "[0.0, 0.01]",
+            "--model.num_configs",
+            "7",
+            "--model.halving_factor",
+            "2",
+        ],
     ],
     ids=["grid of 6", "search of 7 halved"],
-)  # fmt: skip
+)
 def test_split_by_configs_equals_one_device_with_no_traffic_while_training(cifar10_dir, tmp_path, grid):
     """Each rank trains its own configs on whole minibatches, with no collective in any training
     batch; the sweep (results, best config, checkpoint, TensorBoard runs) is the one device's."""
     tensorboard = ["--trainer.callbacks+=lit_linear.SweepTensorBoard"]
     main(["fit", *grid, *cli_args(cifar10_dir, tmp_path / "one", *tensorboard, steps=60)])
     two = run_cli(
-        "fit", *grid, *cli_args(cifar10_dir, tmp_path / "two", *TWO, *tensorboard, "--model.split", "configs", steps=60),
-        *probes(tmp_path / "ranks"), env=PROBES, timeout=600,
-    )  # fmt: skip
+        "fit",
+        *grid,
+        *cli_args(cifar10_dir, tmp_path / "two", *TWO, *tensorboard, "--model.split", "configs", steps=60),
+        *probes(tmp_path / "ranks"),
+        env=PROBES,
+        timeout=600,
+    )
     assert two.returncode == 0, two.stderr[-3000:]
 
     for rank in (0, 1):
@@ -118,15 +146,19 @@ def test_split_by_configs_equals_one_device_with_no_traffic_while_training(cifar
     w_one, w_two = last_w(tmp_path / "one"), last_w(tmp_path / "two")
     assert w_two.shape == w_one.shape and torch.equal(w_two, rank0)
     assert torch.allclose(w_two, w_one, rtol=1e-5, atol=1e-7)
-    ckpt_one, ckpt_two = (torch.load(r / "lightning_logs/version_0/checkpoints/last.ckpt", weights_only=True)
-                          for r in (tmp_path / "one", tmp_path / "two"))  # fmt: skip
+    ckpt_one, ckpt_two = (
+        torch.load(r / "lightning_logs/version_0/checkpoints/last.ckpt", weights_only=True)
+        for r in (tmp_path / "one", tmp_path / "two")
+    )
     assert torch.equal(ckpt_one["state_dict"]["columns"], ckpt_two["state_dict"]["columns"])
     assert ckpt_one["optimizer_states"][0]["param_groups"] == ckpt_two["optimizer_states"][0]["param_groups"]
     for key, value in ckpt_one["optimizer_states"][0]["state"][0].items():
         assert torch.equal(value, ckpt_two["optimizer_states"][0]["state"][0][key]), key
     assert_same_sweep(sweep_json(tmp_path / "one"), sweep)
-    model_one, model_two = (LinearClassifier.load(r / "lightning_logs/version_0/best_model.pt")
-                            for r in (tmp_path / "one", tmp_path / "two"))  # fmt: skip
+    model_one, model_two = (
+        LinearClassifier.load(r / "lightning_logs/version_0/best_model.pt")
+        for r in (tmp_path / "one", tmp_path / "two")
+    )
     assert torch.allclose(model_one.weight, model_two.weight, rtol=1e-5, atol=1e-7)
     assert model_one.info.keys() == model_two.info.keys()
     for key, value in model_one.info.items():
@@ -162,7 +194,10 @@ def test_test_and_predict_under_ddp_equal_one_device(cifar10_dir, tmp_path, capf
         predict = run("predict", *grid, "--ckpt_path", "best", *cli_args(cifar10_dir, root, *devices))
         assert predict.returncode == 0, predict.stderr[-3000:]
         (run,) = set((root / "lightning_logs").iterdir()) - before
-        outputs[name] = (re.search(r"test/acc\s*│?\s*([0-9.]+)", test.stdout).group(1), (run / "predictions.csv").read_text())
+        outputs[name] = (
+            re.search(r"test/acc\s*│?\s*([0-9.]+)", test.stdout).group(1),
+            (run / "predictions.csv").read_text(),
+        )
     assert outputs["one"] == outputs["two"]
     assert outputs["one"][1].count("\n") == 61
 
@@ -170,8 +205,16 @@ def test_test_and_predict_under_ddp_equal_one_device(cifar10_dir, tmp_path, capf
 def test_validate_under_ddp_equals_one_device(cifar10_dir, tmp_path, capfd):
     """Each rank measures its shard of both splits; the accuracies sum the shards, so the table is the same."""
     root = tmp_path / "run"
-    grid = ["--model.lr", "{low: 0.01, high: 0.2}", "--model.reg", "[0.0, 0.01]", "--model.num_configs", "6",
-            "--model.halving_factor", "2"]  # fmt: skip
+    grid = [
+        "--model.lr",
+        "{low: 0.01, high: 0.2}",
+        "--model.reg",
+        "[0.0, 0.01]",
+        "--model.num_configs",
+        "6",
+        "--model.halving_factor",
+        "2",
+    ]
     main(["fit", *grid, *cli_args(cifar10_dir, root)])
     printed = {}
     for name, devices in (("one", []), ("two", ["--trainer.devices", "2", "--trainer.strategy", "ddp"])):
@@ -187,8 +230,18 @@ def test_validate_under_ddp_equals_one_device(cifar10_dir, tmp_path, capfd):
     assert sum(row[5] == "stopped" for row in rows) == 3, "halved at step 20: 6 -> 3, recorded in the checkpoint"
 
 
-SEARCH = ["--model.lr", "{low: 0.01, high: 0.2}", "--model.reg", "[0.0, 0.01]", "--model.num_configs", "7",
-          "--model.halving_factor", "2", "--last_checkpoint.every_n_train_steps", "20"]  # fmt: skip
+SEARCH = [
+    "--model.lr",
+    "{low: 0.01, high: 0.2}",
+    "--model.reg",
+    "[0.0, 0.01]",
+    "--model.num_configs",
+    "7",
+    "--model.halving_factor",
+    "2",
+    "--last_checkpoint.every_n_train_steps",
+    "20",
+]
 DEVICES = {1: [], 2: [*TWO, "--model.split", "configs"]}
 
 
@@ -209,12 +262,16 @@ def test_a_fit_checkpointed_on_n_processes_resumes_on_m_as_a_straight_fit_on_m(c
     is done by the resumed fit), then at 60 to 1 config: one of two processes is left with none."""
     fit_on(after, *SEARCH, *cli_args(cifar10_dir, tmp_path / "straight", *DEVICES[after], steps=80))
     fit_on(before, *SEARCH, *cli_args(cifar10_dir, tmp_path / "resumed", *DEVICES[before], steps=40))
-    fit_on(after, *SEARCH, "--ckpt_path", "last", *cli_args(cifar10_dir, tmp_path / "resumed", *DEVICES[after], steps=80))
+    fit_on(
+        after, *SEARCH, "--ckpt_path", "last", *cli_args(cifar10_dir, tmp_path / "resumed", *DEVICES[after], steps=80)
+    )
 
     a = torch.load(tmp_path / "straight/lightning_logs/version_0/checkpoints/last.ckpt", weights_only=True)
     b = torch.load(tmp_path / "resumed/lightning_logs/version_1/checkpoints/last.ckpt", weights_only=True)
     assert a["global_step"] == b["global_step"] == 80
-    assert torch.equal(a["state_dict"]["columns"], b["state_dict"]["columns"]) and a["state_dict"]["columns"].numel() == 1
+    assert (
+        torch.equal(a["state_dict"]["columns"], b["state_dict"]["columns"]) and a["state_dict"]["columns"].numel() == 1
+    )
     assert torch.allclose(a["state_dict"]["W"], b["state_dict"]["W"], rtol=1e-5, atol=1e-7)
     assert_same_sweep(sweep_json(tmp_path / "straight"), sweep_json(tmp_path / "resumed", version=1))
 
@@ -226,9 +283,19 @@ def test_a_mid_fit_checkpoint_of_two_processes_resumes_on_one(cifar10_dir, tmp_p
     every = ["--last_checkpoint.every_n_train_steps", "10"]
     main(["fit", *SEARCH, *cli_args(cifar10_dir, tmp_path / "straight", *every, steps=80)])
     copy = tmp_path / "step30.ckpt"
-    probe = ["--trainer.callbacks+=crash_probe.CopyLastAt", "--trainer.callbacks.step=30", f"--trainer.callbacks.path={copy}"]
-    two = run_cli("fit", *SEARCH, *cli_args(cifar10_dir, tmp_path / "two", *DEVICES[2], *every, steps=80), *probe,
-                  env=PROBES, timeout=600)  # fmt: skip
+    probe = [
+        "--trainer.callbacks+=crash_probe.CopyLastAt",
+        "--trainer.callbacks.step=30",
+        f"--trainer.callbacks.path={copy}",
+    ]
+    two = run_cli(
+        "fit",
+        *SEARCH,
+        *cli_args(cifar10_dir, tmp_path / "two", *DEVICES[2], *every, steps=80),
+        *probe,
+        env=PROBES,
+        timeout=600,
+    )
     assert two.returncode == 0, two.stderr[-3000:]
     assert torch.load(copy, weights_only=True)["global_step"] == 30
     main(["fit", *SEARCH, "--ckpt_path", str(copy), *cli_args(cifar10_dir, tmp_path / "resumed", *every, steps=80)])
@@ -249,13 +316,34 @@ def test_two_nodes_launched_by_torchrun_equal_one_device(cifar10_dir, tmp_path):
     nodes = []
     for rank, log in enumerate(logs):
         with open(log, "w") as out:
-            nodes.append(subprocess.Popen(
-                [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1", "--node_rank",
-                 str(rank), "--master_addr", "127.0.0.1", "--master_port", str(port), str(REPO / "train.py"), "fit", *grid,
-                 *cli_args(cifar10_dir, tmp_path / "two", "--trainer.num_nodes", "2")],
-                cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True,
-            ))  # fmt: skip
+            nodes.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "torch.distributed.run",
+                        "--nnodes",
+                        "2",
+                        "--nproc-per-node",
+                        "1",
+                        "--node_rank",
+                        str(rank),
+                        "--master_addr",
+                        "127.0.0.1",
+                        "--master_port",
+                        str(port),
+                        str(REPO / "train.py"),
+                        "fit",
+                        *grid,
+                        *cli_args(cifar10_dir, tmp_path / "two", "--trainer.num_nodes", "2"),
+                    ],
+                    cwd=REPO,
+                    env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
     try:
         for rank, (node, log) in enumerate(zip(nodes, logs)):
             try:

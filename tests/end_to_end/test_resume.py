@@ -42,7 +42,10 @@ def test_resume_from_last_checkpoint_is_exact(cifar10_dir, tmp_path, blocks):
     main(["fit", *GRID, *cli_args(cifar10_dir, tmp_path / "resumed", *blocks, steps=40)])
     main(["fit", *GRID, "--ckpt_path", "last", *cli_args(cifar10_dir, tmp_path / "resumed", *blocks, steps=80)])
 
-    straight_run, resumed_run = tmp_path / "straight" / "lightning_logs" / "version_0", tmp_path / "resumed" / "lightning_logs" / "version_1"
+    straight_run, resumed_run = (
+        tmp_path / "straight" / "lightning_logs" / "version_0",
+        tmp_path / "resumed" / "lightning_logs" / "version_1",
+    )
     assert_same_end(straight_run, resumed_run)
     ckpt = outputs(resumed_run)[0]
     assert ckpt["global_step"] == 80
@@ -98,10 +101,18 @@ def test_ctrl_c_stops_gracefully_with_a_usable_last_checkpoint(cifar10_dir, tmp_
 # Saves every 10 steps, validations (and halvings) every 20, 80 steps: Lightning gets batches of 10 steps.
 SWEEPS = {
     "grid": ["--model.lr", "[0.01, 0.1]", "--model.reg", "[0.0, 0.01]"],
-    "search": ["--model.lr", "{low: 0.01, high: 0.2}", "--model.reg", "[0.0, 0.01]", "--model.num_configs", "6",
-               "--model.halving_factor", "2"],  # fmt: skip  (6 -> 3 -> 2 -> 1 configs at steps 20, 40, 60)
+    "search": [
+        "--model.lr",
+        "{low: 0.01, high: 0.2}",
+        "--model.reg",
+        "[0.0, 0.01]",
+        "--model.num_configs",
+        "6",
+        "--model.halving_factor",
+        "2",
+    ],  # (6 -> 3 -> 2 -> 1 configs at steps 20, 40, 60)
 }
-PROBES = {"PYTHONPATH": str(REPO / "tests")}
+PROBES = {"PYTHONPATH": str(REPO / "tests" / "end_to_end")}
 
 
 def probed_args(cifar10_dir, root, sweep, *extra):
@@ -147,10 +158,16 @@ def straight_runs(cifar10_dir, tmp_path_factory):
         ("search", "SIGKILL", 70, 60),  # late: resumes from the save right after the last halving
     ],
 )
-def test_a_fit_stopped_at_any_step_resumes_exactly(cifar10_dir, tmp_path, straight_runs, sweep, signal, at, resumes_from):
+def test_a_fit_stopped_at_any_step_resumes_exactly(
+    cifar10_dir, tmp_path, straight_runs, sweep, signal, at, resumes_from
+):
     """A real SIGKILL (no save at the crash) or Ctrl-C (graceful stop: validates and saves), then
     ``--ckpt_path last``: the same minibatch at every step, and the same end as one uninterrupted fit."""
-    probe = ["--trainer.callbacks+=crash_probe.SignalAt", f"--trainer.callbacks.step={at}", f"--trainer.callbacks.signal={signal}"]
+    probe = [
+        "--trainer.callbacks+=crash_probe.SignalAt",
+        f"--trainer.callbacks.step={at}",
+        f"--trainer.callbacks.signal={signal}",
+    ]
     stopped = run_cli(*probed_args(cifar10_dir, tmp_path, sweep, *probe), env=PROBES)  # a real process, real signals
     assert stopped.returncode == (-9 if signal == "SIGKILL" else 130), stopped.stderr[-3000:]
     last = tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
@@ -158,8 +175,11 @@ def test_a_fit_stopped_at_any_step_resumes_exactly(cifar10_dir, tmp_path, straig
 
     # The steps after the checkpoint were trained before the crash: they are logged again on resume.
     (tmp_path / "rows.jsonl").write_text(
-        "".join(line + "\n" for line in (tmp_path / "rows.jsonl").read_text().splitlines()
-                if json.loads(line)["step"] < resumes_from)  # fmt: skip
+        "".join(
+            line + "\n"
+            for line in (tmp_path / "rows.jsonl").read_text().splitlines()
+            if json.loads(line)["step"] < resumes_from
+        )
     )
     main(probed_args(cifar10_dir, tmp_path, sweep, "--ckpt_path", "last"))
 

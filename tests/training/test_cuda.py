@@ -58,7 +58,9 @@ def test_test_and_predict_on_gpu_equal_the_cpu(cifar10_dir, tmp_path):
     outputs = {}
     for accel in ("cpu", "gpu"):
         before = set((root / "lightning_logs").iterdir())
-        predict = run_cli("predict", *GRID, "--ckpt_path", "best", *cli_args(cifar10_dir, root, "--trainer.accelerator", accel))
+        predict = run_cli(
+            "predict", *GRID, "--ckpt_path", "best", *cli_args(cifar10_dir, root, "--trainer.accelerator", accel)
+        )
         assert predict.returncode == 0, predict.stderr[-3000:]
         (run,) = set((root / "lightning_logs").iterdir()) - before
         outputs[accel] = (run / "predictions.csv").read_text()
@@ -81,13 +83,23 @@ class SyncGuard(Callback):
 
 def gpu_fit(data_dir, root, callbacks=(), **model_kwargs):
     pl.seed_everything(0)
-    model = LinearClassifierModule(loss="softmax", lr=[0.01, 0.1], reg=[0.0, 0.01], lr_decay=0.9, lr_decay_every=5,
-                                   **model_kwargs)  # fmt: skip
+    model = LinearClassifierModule(
+        loss="softmax", lr=[0.01, 0.1], reg=[0.0, 0.01], lr_decay=0.9, lr_decay_every=5, **model_kwargs
+    )
     trainer = pl.Trainer(
-        accelerator="gpu", devices=1, max_steps=30, val_check_interval=10, check_val_every_n_epoch=None,
-        num_sanity_val_steps=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, default_root_dir=str(root), callbacks=list(callbacks),
-    )  # fmt: skip
+        accelerator="gpu",
+        devices=1,
+        max_steps=30,
+        val_check_interval=10,
+        check_val_every_n_epoch=None,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=str(root),
+        callbacks=list(callbacks),
+    )
     trainer.fit(model, CIFARDataModule(data_dir=str(data_dir), download=False, batch_size=20))
     return model, trainer
 
@@ -129,7 +141,11 @@ def test_mixed_precision_on_gpu_trains_w_in_float32_close_to_32_true(cifar10_dir
     """On CUDA, 16-mixed brings Lightning's GradScaler, which the module removes (it would skip the step)."""
     runs = {}
     for name in ("32-true", precision):
-        fit = run_cli("fit", *GRID, *cli_args(cifar10_dir, tmp_path / name, "--trainer.accelerator", "gpu", "--trainer.precision", name))
+        fit = run_cli(
+            "fit",
+            *GRID,
+            *cli_args(cifar10_dir, tmp_path / name, "--trainer.accelerator", "gpu", "--trainer.precision", name),
+        )
         assert fit.returncode == 0, fit.stderr[-3000:]
         version = tmp_path / name / "lightning_logs" / "version_0"
         ckpt = torch.load(version / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")

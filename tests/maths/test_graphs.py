@@ -22,7 +22,7 @@ def train(cuda_graph: bool, steps: int = 6) -> torch.Tensor:
     optimizer = GridSGD([W], lr=[0.1, 0.2, 0.3], reg=[0.0, 0.01, 0.1], cuda_graph=cuda_graph)
     for _ in range(steps):
         dscores = X @ W.view(8, 12)  # (5, 12): any data gradient, scaled in place by the step
-        optimizer.step(lambda: (torch.zeros(3, dtype=torch.float64), X, dscores))
+        optimizer.step(lambda d=dscores: (torch.zeros(3, dtype=torch.float64), X, d))
     return W
 
 
@@ -43,10 +43,9 @@ def test_an_error_of_the_function_itself_still_surfaces():
         raise ValueError("a bug in the step")
 
     call = CapturedCall(broken)
-    with pytest.raises(ValueError, match="a bug in the step"):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            call(torch.zeros(2))
+    with pytest.raises(ValueError, match="a bug in the step"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        call(torch.zeros(2))
 
 
 def test_cuda_graphs_are_off_unless_asked_for():

@@ -55,9 +55,23 @@ ALL = {"images": 0, "scalars": 0, "tensors": 0}  # keep every event
 
 def _fit(data_dir: Path, root: Path, *extra: str, lrs=LRS, regs=REGS):
     # The schedule is pinned so that the hparams checked below do not follow the shipped config's tuning.
-    grid = ["--model.lr", json.dumps(lrs), "--model.reg", json.dumps(regs), "--model.lr_decay", "0.85", "--model.lr_decay_every", "100"]
+    grid = [
+        "--model.lr",
+        json.dumps(lrs),
+        "--model.reg",
+        json.dumps(regs),
+        "--model.lr_decay",
+        "0.85",
+        "--model.lr_decay_every",
+        "100",
+    ]
     extra = (*grid, *extra)
-    args = ["fit", "--config", str(REPO / "configs" / "softmax_sweep.yaml"), *cli_args(data_dir, root, *extra, steps=STEPS, interval=INTERVAL)]
+    args = [
+        "fit",
+        "--config",
+        str(REPO / "configs" / "softmax_sweep.yaml"),
+        *cli_args(data_dir, root, *extra, steps=STEPS, interval=INTERVAL),
+    ]
     main(args)
 
 
@@ -281,12 +295,17 @@ def cifar100_sweep(cifar100_dir, tmp_path_factory):
     """CIFAR-100 with a user-given TensorBoardLogger (its default_hp_metric=True)."""
     root = tmp_path_factory.mktemp("tb_cifar100")
     _fit(
-        cifar100_dir, root,
-        "--data.dataset", "cifar100",
-        "--trainer.logger", "lightning.pytorch.loggers.TensorBoardLogger",
-        "--trainer.logger.save_dir", str(root),
-        lrs=[0.1, 0.2], regs=[1e-3],
-    )  # fmt: skip
+        cifar100_dir,
+        root,
+        "--data.dataset",
+        "cifar100",
+        "--trainer.logger",
+        "lightning.pytorch.loggers.TensorBoardLogger",
+        "--trainer.logger.save_dir",
+        str(root),
+        lrs=[0.1, 0.2],
+        regs=[1e-3],
+    )
     return root / "lightning_logs" / "version_0"
 
 
@@ -330,11 +349,18 @@ def test_crashed_fit_ends_its_sessions_as_failures(cifar10_dir, tmp_path):
     data = CIFARDataModule(data_dir=str(cifar10_dir), download=False, batch_size=BATCH)
     model = LinearClassifierModule(lr=[0.1, 0.2], reg=[1e-3], class_names=CIFAR10_NAMES)
     trainer = pl.Trainer(
-        max_steps=STEPS, val_check_interval=INTERVAL, check_val_every_n_epoch=None, num_sanity_val_steps=0,
-        accelerator="cpu", devices=1, logger=TensorBoardLogger(str(tmp_path), default_hp_metric=False),
-        callbacks=[SweepTensorBoard(), _Crash()], enable_progress_bar=False, enable_model_summary=False,
+        max_steps=STEPS,
+        val_check_interval=INTERVAL,
+        check_val_every_n_epoch=None,
+        num_sanity_val_steps=0,
+        accelerator="cpu",
+        devices=1,
+        logger=TensorBoardLogger(str(tmp_path), default_hp_metric=False),
+        callbacks=[SweepTensorBoard(), _Crash()],
+        enable_progress_bar=False,
+        enable_model_summary=False,
         enable_checkpointing=False,
-    )  # fmt: skip
+    )
     with pytest.raises(RuntimeError, match="boom"):
         trainer.fit(model, data)
     log_dir = tmp_path / "lightning_logs" / "version_0"

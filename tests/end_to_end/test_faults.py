@@ -24,10 +24,20 @@ from lit_linear.cli.linear_cli import main
 
 pytestmark = pytest.mark.slow
 
-SEARCH = ["--model.lr", "{low: 0.01, high: 0.2}", "--model.reg", "[0.0, 0.01]", "--model.num_configs", "6",
-          "--model.halving_factor", "2", "--last_checkpoint.every_n_train_steps", "10"]  # fmt: skip
+SEARCH = [
+    "--model.lr",
+    "{low: 0.01, high: 0.2}",
+    "--model.reg",
+    "[0.0, 0.01]",
+    "--model.num_configs",
+    "6",
+    "--model.halving_factor",
+    "2",
+    "--last_checkpoint.every_n_train_steps",
+    "10",
+]
 TWO = ["--trainer.devices", "2", "--trainer.strategy", "ddp", "--model.split", "configs"]
-PROBES = {"PYTHONPATH": str(REPO / "tests")}
+PROBES = {"PYTHONPATH": str(REPO / "tests" / "end_to_end")}
 BOUND = 90  # seconds from the start of a job to its end, whatever failed
 
 
@@ -40,16 +50,31 @@ def run(root: Path, version: int = 0) -> Path:
 
 
 def full_disk(step: int, name: str) -> list[str]:
-    return ["--trainer.plugins", "fault_probe.FullDiskAt", "--trainer.plugins.step", str(step), "--trainer.plugins.name", name]
+    return [
+        "--trainer.plugins",
+        "fault_probe.FullDiskAt",
+        "--trainer.plugins.step",
+        str(step),
+        "--trainer.plugins.name",
+        name,
+    ]
 
 
 def failing_write(step: int, ranks: str = "null") -> list[str]:
-    return ["--trainer.callbacks+=fault_probe.FailingWriteAt", f"--trainer.callbacks.step={step}", f"--trainer.callbacks.ranks={ranks}"]
+    return [
+        "--trainer.callbacks+=fault_probe.FailingWriteAt",
+        f"--trainer.callbacks.step={step}",
+        f"--trainer.callbacks.ranks={ranks}",
+    ]
 
 
 def signal_at(step: int, signal: str, rank: int) -> list[str]:
-    return ["--trainer.callbacks+=crash_probe.SignalAt", f"--trainer.callbacks.step={step}", f"--trainer.callbacks.signal={signal}",
-            f"--trainer.callbacks.rank={rank}"]  # fmt: skip
+    return [
+        "--trainer.callbacks+=crash_probe.SignalAt",
+        f"--trainer.callbacks.step={step}",
+        f"--trainer.callbacks.signal={signal}",
+        f"--trainer.callbacks.rank={rank}",
+    ]
 
 
 def error_lines(err: str) -> list[str]:
@@ -65,8 +90,11 @@ def assert_every_checkpoint_whole(root: Path) -> int:
 
 
 def outputs(folder: Path) -> tuple[dict, dict, LinearClassifier]:
-    return (torch.load(folder / "checkpoints" / "last.ckpt", weights_only=True), json.loads((folder / "sweep.json").read_text()),
-            LinearClassifier.load(folder / "best_model.pt"))  # fmt: skip
+    return (
+        torch.load(folder / "checkpoints" / "last.ckpt", weights_only=True),
+        json.loads((folder / "sweep.json").read_text()),
+        LinearClassifier.load(folder / "best_model.pt"),
+    )
 
 
 def assert_same_end(a: Path, b: Path, exact: bool = True) -> None:
@@ -80,8 +108,12 @@ def assert_same_end(a: Path, b: Path, exact: bool = True) -> None:
         assert torch.equal(model_a.weight, model_b.weight)
         return
     assert torch.allclose(ckpt_a["state_dict"]["W"], ckpt_b["state_dict"]["W"], rtol=1e-5, atol=1e-7)
-    assert [(c["status"], c["stopped_at"]) for c in sweep_a["configs"]] == [(c["status"], c["stopped_at"]) for c in sweep_b["configs"]]
-    assert [c["val_acc"] for c in sweep_a["configs"]] == pytest.approx([c["val_acc"] for c in sweep_b["configs"]], abs=1e-9)
+    assert [(c["status"], c["stopped_at"]) for c in sweep_a["configs"]] == [
+        (c["status"], c["stopped_at"]) for c in sweep_b["configs"]
+    ]
+    assert [c["val_acc"] for c in sweep_a["configs"]] == pytest.approx(
+        [c["val_acc"] for c in sweep_b["configs"]], abs=1e-9
+    )
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +144,9 @@ def resume_on_one_process(data: Path, root: Path) -> Path:
 # --- a failed save ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name, step, kept", [("last.ckpt", 30, 20), ("best.ckpt", 20, 10)], ids=["mid-fit save", "validation save"])
+@pytest.mark.parametrize(
+    "name, step, kept", [("last.ckpt", 30, 20), ("best.ckpt", 20, 10)], ids=["mid-fit save", "validation save"]
+)
 def test_a_full_disk_at_a_save_on_one_process(cifar10_dir, tmp_path, capsys, straight, name, step, kept):
     with pytest.raises(SystemExit) as exit_info:
         main([*fit_args(cifar10_dir, tmp_path), *full_disk(step, name)])
@@ -124,7 +158,9 @@ def test_a_full_disk_at_a_save_on_one_process(cifar10_dir, tmp_path, capsys, str
     assert_same_end(straight(1), resume_on_one_process(cifar10_dir, tmp_path))
 
 
-@pytest.mark.parametrize("name, step, kept", [("last.ckpt", 30, 20), ("best.ckpt", 20, 10)], ids=["mid-fit save", "validation save"])
+@pytest.mark.parametrize(
+    "name, step, kept", [("last.ckpt", 30, 20), ("best.ckpt", 20, 10)], ids=["mid-fit save", "validation save"]
+)
 def test_a_full_disk_on_rank_0_ends_both_processes(cifar10_dir, tmp_path, straight, name, step, kept):
     """Rank 0 alone writes: its failed save would leave rank 1 waiting for it in the save's barrier."""
     result = run_cli(*fit_args(cifar10_dir, tmp_path, *TWO), *full_disk(step, name), env=PROBES, timeout=BOUND)
@@ -203,8 +239,13 @@ def test_sigterm_saves_says_how_to_resume_and_exits_143(cifar10_dir, tmp_path, s
 
 @pytest.mark.parametrize("rank", [1, 0], ids=["a child", "the process the user started"])
 def test_sigkill_of_one_process_ends_the_whole_job(cifar10_dir, tmp_path, rank):
-    job = start_cli(*fit_args(cifar10_dir, tmp_path, *TWO), *signal_at(30, "SIGKILL", rank), env=PROBES,
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    job = start_cli(
+        *fit_args(cifar10_dir, tmp_path, *TWO),
+        *signal_at(30, "SIGKILL", rank),
+        env=PROBES,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     start = time.monotonic()
     try:
         status = job.wait(timeout=BOUND)
@@ -218,7 +259,9 @@ def test_sigkill_of_one_process_ends_the_whole_job(cifar10_dir, tmp_path, rank):
     assert status not in (None, 0) and not alive, f"the job did not end within {BOUND} s of the kill of rank {rank}"
 
 
-def test_a_slurm_requeue_saves_where_every_process_stopped_and_resumes_exactly(cifar10_dir, tmp_path, monkeypatch, straight):
+def test_a_slurm_requeue_saves_where_every_process_stopped_and_resumes_exactly(
+    cifar10_dir, tmp_path, monkeypatch, straight
+):
     """Under SLURM, Lightning's SLURMEnvironment(auto_requeue=True) saves hpc_ckpt_<n>.ckpt and requeues the job
     from inside its SIGUSR1 handler, wherever the signal lands (mid-step, it was measured to resume inexactly).
     The fit stops at the end of the batch first; the requeued run resumes from that checkpoint by itself."""
@@ -226,8 +269,16 @@ def test_a_slurm_requeue_saves_where_every_process_stopped_and_resumes_exactly(c
     scontrol.parent.mkdir()
     scontrol.write_text(f'#!/bin/sh\necho "$@" >> {tmp_path / "scontrol.log"}\n')
     scontrol.chmod(0o755)
-    slurm = {"SLURM_NTASKS": "1", "SLURM_JOB_NAME": "sweep", "SLURM_JOB_ID": "4242", "SLURM_PROCID": "0", "SLURM_LOCALID": "0",
-             "SLURM_NODEID": "0", "SLURM_NODELIST": "127.0.0.1", "PATH": f"{scontrol.parent}:{os.environ['PATH']}"}  # fmt: skip
+    slurm = {
+        "SLURM_NTASKS": "1",
+        "SLURM_JOB_NAME": "sweep",
+        "SLURM_JOB_ID": "4242",
+        "SLURM_PROCID": "0",
+        "SLURM_LOCALID": "0",
+        "SLURM_NODEID": "0",
+        "SLURM_NODELIST": "127.0.0.1",
+        "PATH": f"{scontrol.parent}:{os.environ['PATH']}",
+    }
     for name, value in slurm.items():
         monkeypatch.setenv(name, value)
     root = tmp_path / "run"

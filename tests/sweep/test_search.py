@@ -14,7 +14,14 @@ from lit_linear import LinearClassifier, LinearClassifierModule
 from lit_linear.cli.linear_cli import main
 from lit_linear.sweep.configs import LogUniform, as_axis, sweep_configs
 
-SEARCH = ["--model.lr", "{low: 0.001, high: 0.5}", "--model.reg", "{low: 1.0e-4, high: 0.1}", "--model.num_configs", "9"]
+SEARCH = [
+    "--model.lr",
+    "{low: 0.001, high: 0.5}",
+    "--model.reg",
+    "{low: 1.0e-4, high: 0.1}",
+    "--model.num_configs",
+    "9",
+]
 
 
 # --- drawing configs ---------------------------------------------------------------------------
@@ -34,8 +41,9 @@ def test_one_axis_a_range_the_other_a_list_or_a_number():
     configs = sweep_configs(LogUniform(0.01, 0.1), [0.0, 1e-3], 50, seed=0)
     assert {reg for _, reg in configs} == {0.0, 1e-3}
     assert all(0.01 <= lr <= 0.1 for lr, _ in configs)
-    assert {reg for _, reg in sweep_configs(as_axis(0.5, "model.lr", allow_zero=False), LogUniform(1e-4, 1e-2), 5, 0)} \
-        != {0.5}  # fmt: skip
+    assert {
+        reg for _, reg in sweep_configs(as_axis(0.5, "model.lr", allow_zero=False), LogUniform(1e-4, 1e-2), 5, 0)
+    } != {0.5}
     assert {lr for lr, _ in sweep_configs([0.5], LogUniform(1e-4, 1e-2), 5, 0)} == {0.5}
 
 
@@ -54,8 +62,17 @@ def test_the_module_draws_from_seed_everything(tmp_path):
 
 # --- successive halving --------------------------------------------------------------------------
 def fit_search(data_dir, root, *extra, steps=60, interval=20):
-    main(["fit", "--config", str(REPO / "configs" / "softmax_search.yaml"), *SEARCH, "--model.halving_factor", "3",
-          *cli_args(data_dir, root, *extra, steps=steps, interval=interval)])  # fmt: skip
+    main(
+        [
+            "fit",
+            "--config",
+            str(REPO / "configs" / "softmax_search.yaml"),
+            *SEARCH,
+            "--model.halving_factor",
+            "3",
+            *cli_args(data_dir, root, *extra, steps=steps, interval=interval),
+        ]
+    )
     return root / "lightning_logs" / "version_0"
 
 
@@ -82,7 +99,11 @@ def test_halving_keeps_the_best_third_at_each_validation_but_the_last(cifar10_di
     names = [f"lr={c['lr']:.6g},reg={c['reg']:.6g}" for c in sweep["configs"]]
     for step in (20, 40):
         stopped = [curves[n][step] for n, c in zip(names, sweep["configs"]) if c["stopped_at"] == step]
-        kept = [curves[n][step] for n, c in zip(names, sweep["configs"]) if c["stopped_at"] is None or c["stopped_at"] > step]
+        kept = [
+            curves[n][step]
+            for n, c in zip(names, sweep["configs"])
+            if c["stopped_at"] is None or c["stopped_at"] > step
+        ]
         assert min(kept) >= max(stopped), (step, kept, stopped)
     for name, config in zip(names, sweep["configs"]):
         assert max(curves[name]) == (config["stopped_at"] or 60), "a stopped config's curves end where it stopped"
@@ -101,14 +122,29 @@ def test_a_search_resumed_between_halvings_ends_as_a_straight_fit(cifar10_dir, t
     extra = ("--model.halving_factor", "2", "--last_checkpoint.every_n_train_steps", "20")
     straight = fit_search(cifar10_dir, tmp_path / "straight", *extra, steps=80)
     fit_search(cifar10_dir, tmp_path / "resumed", *extra, steps=40)  # its last validation, at 40, halves on resume
-    main(["fit", "--config", str(REPO / "configs" / "softmax_search.yaml"), *SEARCH, *extra, "--ckpt_path", "last",
-          *cli_args(cifar10_dir, tmp_path / "resumed", steps=80, interval=20)])  # fmt: skip
+    main(
+        [
+            "fit",
+            "--config",
+            str(REPO / "configs" / "softmax_search.yaml"),
+            *SEARCH,
+            *extra,
+            "--ckpt_path",
+            "last",
+            *cli_args(cifar10_dir, tmp_path / "resumed", steps=80, interval=20),
+        ]
+    )
     resumed = tmp_path / "resumed" / "lightning_logs" / "version_1"
     a = torch.load(straight / "checkpoints" / "last.ckpt", weights_only=True)
     b = torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=True)
-    assert torch.equal(a["state_dict"]["W"], b["state_dict"]["W"]) and torch.equal(a["state_dict"]["columns"], b["state_dict"]["columns"])
+    assert torch.equal(a["state_dict"]["W"], b["state_dict"]["W"]) and torch.equal(
+        a["state_dict"]["columns"], b["state_dict"]["columns"]
+    )
     assert json.loads((straight / "sweep.json").read_text()) == json.loads((resumed / "sweep.json").read_text())
-    model_a, model_b = LinearClassifier.load(straight / "best_model.pt"), LinearClassifier.load(resumed / "best_model.pt")
+    model_a, model_b = (
+        LinearClassifier.load(straight / "best_model.pt"),
+        LinearClassifier.load(resumed / "best_model.pt"),
+    )
     assert torch.equal(model_a.weight, model_b.weight) and model_a.info == model_b.info
 
 
@@ -116,8 +152,19 @@ def test_a_search_resumed_between_halvings_ends_as_a_straight_fit(cifar10_dir, t
 def test_validate_keeps_what_halving_recorded_and_remeasures_the_rest(cifar10_dir, tmp_path, capsys):
     run = fit_search(cifar10_dir, tmp_path)  # 9 configs, validations at 20, 40, 60: 9 -> 3 -> 1
     fit_title, fit_rows = table_rows(capsys.readouterr().out)
-    main(["validate", "--config", str(REPO / "configs" / "softmax_search.yaml"), *SEARCH, "--model.halving_factor", "3",
-          "--ckpt_path", "last", *cli_args(cifar10_dir, tmp_path)])  # fmt: skip
+    main(
+        [
+            "validate",
+            "--config",
+            str(REPO / "configs" / "softmax_search.yaml"),
+            *SEARCH,
+            "--model.halving_factor",
+            "3",
+            "--ckpt_path",
+            "last",
+            *cli_args(cifar10_dir, tmp_path),
+        ]
+    )
     title, rows = table_rows(capsys.readouterr().out)
     assert title == fit_title == "softmax sweep: 9 configs after 60 steps"
     sweep = json.loads((run / "sweep.json").read_text())
@@ -132,7 +179,17 @@ def test_validate_keeps_what_halving_recorded_and_remeasures_the_rest(cifar10_di
 @pytest.mark.slow
 def test_test_and_predict_use_the_survivor_of_a_halved_search(cifar10_dir, tmp_path, capfd):
     run = fit_search(cifar10_dir, tmp_path)
-    result = run_main(capfd, "test", "--config", str(REPO / "configs" / "softmax_search.yaml"), *SEARCH, "--model.halving_factor", "3",
-                     "--ckpt_path", "best", *cli_args(cifar10_dir, tmp_path))  # fmt: skip
+    result = run_main(
+        capfd,
+        "test",
+        "--config",
+        str(REPO / "configs" / "softmax_search.yaml"),
+        *SEARCH,
+        "--model.halving_factor",
+        "3",
+        "--ckpt_path",
+        "best",
+        *cli_args(cifar10_dir, tmp_path),
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert math.isfinite(float(json.loads((run / "sweep.json").read_text())["best"]["val_acc"]))

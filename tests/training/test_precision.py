@@ -61,13 +61,22 @@ def test_mixed_update_keeps_w_float32_and_applies_the_rounded_gradient():
     data_loss, dscores = softmax_scores_grad((X.bfloat16() @ W.bfloat16()).float().view(200, 25, 10), y)
     dscores = dscores.reshape(200, KC)
     expected = W * (1 - 2 * 0.5 * 1e-3) - 0.5 * ((X.bfloat16().t() @ (200 * dscores).bfloat16()).float() / 200)
-    sgd_update(grid, torch.zeros(()), torch.ones(25) * 0.5, reg, torch.ones(25), 1.0, 1, data_loss, X.bfloat16(), dscores.clone(), None)
+    state = {"step": torch.zeros(()), "lr": torch.ones(25) * 0.5, "reg": reg, "live": torch.ones(25)}
+    sgd_update(grid, state, data_loss, schedule=(1.0, 1), X=X.bfloat16(), dscores=dscores.clone())
     assert grid.dtype == torch.float32
     assert torch.allclose(grid.view(D, KC), expected, rtol=1e-5, atol=1e-7)
 
 
-@pytest.mark.parametrize("precision, dtype", [("bf16-mixed", torch.bfloat16), ("16-mixed", torch.float16), ("32-true", None),
-                                              ("64-true", None), ("bf16-true", None)])  # fmt: skip
+@pytest.mark.parametrize(
+    "precision, dtype",
+    [
+        ("bf16-mixed", torch.bfloat16),
+        ("16-mixed", torch.float16),
+        ("32-true", None),
+        ("64-true", None),
+        ("bf16-true", None),
+    ],
+)
 def test_the_products_dtype_of_each_precision(precision, dtype):
     assert product_dtype(precision) == dtype
 
@@ -75,9 +84,20 @@ def test_the_products_dtype_of_each_precision(precision, dtype):
 def fit(data_dir, root, precision=None, plugins=None, steps=20):
     pl.seed_everything(0)
     model = LinearClassifierModule(lr=[0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2], reg=[1e-3])  # K*C = 70: the wide path
-    trainer = pl.Trainer(accelerator="cpu", max_steps=steps, val_check_interval=10, check_val_every_n_epoch=None,
-                         num_sanity_val_steps=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, default_root_dir=str(root), precision=precision, plugins=plugins)  # fmt: skip
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_steps=steps,
+        val_check_interval=10,
+        check_val_every_n_epoch=None,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=str(root),
+        precision=precision,
+        plugins=plugins,
+    )
     trainer.fit(model, CIFARDataModule(data_dir=str(data_dir), download=False, batch_size=20))
     return model, trainer
 
