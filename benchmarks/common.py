@@ -13,7 +13,8 @@ from collections.abc import Callable
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from lit_linear.data.cifar_module import CIFARDataModule, TrainBatches
+from lit_linear.data import CIFARDataModule
+from lit_linear.data.streams import TrainBatches
 from lit_linear.features.pixels import preprocess
 from lit_linear.maths.losses import softmax_loss_vectorized, svm_loss_vectorized
 from lit_linear.maths.optim import GridSGD

@@ -10,7 +10,7 @@
 #    (add --python-version and --platform when that machine's Python differs from this one's);
 # 2. uses DATA_DIR (holding cifar-10-batches-py) or writes a synthetic CIFAR-10 of the real size
 #    (50,000 + 10,000 images): the timings do not depend on what the pixels show;
-# 3. runs tests/test_cuda.py, then benchmarks/grid.py on CUDA eagerly and with --model.cuda_graph
+# 3. runs tests/training/test_cuda.py, then benchmarks/grid.py on CUDA eagerly and with --model.cuda_graph
 #    true (ms per SGD step of 1 and 25 configs, against the plain loop), then benchmarks/precision.py
 #    (ms per SGD step and whole fits of 25 and 1,000 configs in 32-true, TF32 and bf16-mixed).
 #
@@ -60,7 +60,7 @@ from conftest import write_cifar10; write_cifar10(Path('$DATA'), per_batch=10000
     fi
 fi
 
-step test_cuda python3 -m pytest -q -rs tests/test_cuda.py
+step test_cuda python3 -m pytest -q -rs tests/training/test_cuda.py
 step grid_eager python3 benchmarks/grid.py --data-dir "$DATA" --accelerator cuda --out "$OUT/grid_eager.json"
 step grid_graphs python3 benchmarks/grid.py --data-dir "$DATA" --accelerator cuda --cuda-graph --out "$OUT/grid_graphs.json"
 step precision python3 benchmarks/precision.py --data-dir "$DATA" --accelerator cuda --configs 25 1000 \

@@ -1,7 +1,7 @@
 """StepProgressBar: Lightning's tqdm progress bar, counting SGD steps instead of Lightning batches.
 
 The module hands Lightning batches of several SGD steps (:mod:`lit_linear.training.grouping`) in one endless
-epoch (:class:`lit_linear.data.cifar_module.TrainBatches`), so Lightning's own bar would count batches the user
+epoch (:class:`lit_linear.data.streams.TrainBatches`), so Lightning's own bar would count batches the user
 never asked for, against no total. This one counts what the user set: ``global_step`` out of
 ``max_steps``, with a rate in steps per second; a resumed fit starts the count at its step.
 """

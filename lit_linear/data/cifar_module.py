@@ -21,7 +21,7 @@ from lit_linear.data.cifar import PIXELS, SPECS, DatasetName, download, find_fol
 from lit_linear.errors import ConfigError, DataError, check_count
 from lit_linear.data.streams import Batch, EvalBatches, TrainBatches, TrainBlock
 
-__all__ = ["Batch", "CIFARDataModule", "EvalBatches", "TrainBatches", "TrainBlock"]
+
 
 
 class CIFARDataModule(pl.LightningDataModule):

@@ -55,7 +55,7 @@ def warn_if_shorter_than_logging(trainer: pl.Trainer, steps: int, m: int) -> Non
     (which the trainer holds in batches of ``m`` steps while the fit runs).
 
     Lightning's own warning counts training batches, and the training stream has no length
-    (:class:`lit_linear.data.cifar_module.TrainBatches`), so Lightning never says it; a user who logs in
+    (:class:`lit_linear.data.streams.TrainBatches`), so Lightning never says it; a user who logs in
     per-batch hooks would otherwise see nothing and not know why.
     """
     if trainer.fast_dev_run or not trainer.loggers or not 0 < steps < trainer.log_every_n_steps * m:

@@ -21,7 +21,8 @@ from torchvision.datasets import CIFAR10
 
 import lit_linear.data.cifar as cifar
 from lit_linear.data.cifar import CIFAR100_CLASSES, PIXELS, load_split
-from lit_linear.data.cifar_module import Batch, CIFARDataModule, EvalBatches, TrainBatches, TrainBlock
+from lit_linear.data.cifar_module import CIFARDataModule
+from lit_linear.data.streams import Batch, EvalBatches, TrainBatches, TrainBlock
 from lit_linear.errors import ConfigError, DataError
 from lit_linear.features.pixels import preprocess
 

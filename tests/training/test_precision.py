@@ -8,7 +8,7 @@ import torch
 from lightning.pytorch.plugins.precision import MixedPrecision
 
 from lit_linear import CIFARDataModule, LinearClassifierModule
-from lit_linear.data.cifar_module import TrainBatches
+from lit_linear.data.streams import TrainBatches
 from lit_linear.errors import ConfigError
 from lit_linear.maths.grid import grid_gradient, grid_scores, softmax_scores_grad
 from lit_linear.maths.optim import sgd_update
