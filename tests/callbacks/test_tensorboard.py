@@ -31,7 +31,7 @@ from werkzeug.test import Client
 
 from lit_linear.callbacks.tensorboard.callback import SweepTensorBoard
 from lit_linear.callbacks.tensorboard.templates import grid_shape, template_grid
-from lit_linear.cli.linear_cli import main
+from lit_linear.cli import main
 from lit_linear.data.cifar import CIFAR100_CLASSES
 from lit_linear.data.cifar_module import CIFARDataModule
 from lit_linear.errors import ConfigError

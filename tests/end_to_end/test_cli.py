@@ -14,7 +14,7 @@ import torch
 from conftest import REPO, cli_args, run_cli, run_main, table_rows, val_acc_steps
 
 from lit_linear import LinearClassifier, LinearClassifierModule
-from lit_linear.cli.linear_cli import main
+from lit_linear.cli import main
 from lit_linear.data.cifar import load_split
 from lit_linear.data.cifar_module import CIFARDataModule
 
@@ -232,7 +232,7 @@ def test_an_optimizer_option_is_refused_in_one_line(tmp_path, capfd):
 
 def test_console_script_is_installed():
     (script,) = [ep for ep in entry_points(group="console_scripts") if ep.name == "lit-linear"]
-    assert script.value == "lit_linear.cli.linear_cli:main"
+    assert script.value == "lit_linear.cli:main"
 
 
 # --- Lightning's own options keep their meaning: counts in SGD steps, debugging switches, the bar ---

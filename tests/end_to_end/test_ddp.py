@@ -15,7 +15,7 @@ from conftest import REPO, cli_args, free_port, kill_group, run_cli, run_main, t
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lit_linear import LinearClassifier
-from lit_linear.cli.linear_cli import main
+from lit_linear.cli import main
 from lit_linear.sweep.configs import config_name
 
 pytestmark = pytest.mark.slow

@@ -20,7 +20,7 @@ import torch
 from conftest import REPO, cli_args, group_alive, kill_group, run_cli, start_cli
 
 from lit_linear import LinearClassifier
-from lit_linear.cli.linear_cli import main
+from lit_linear.cli import main
 
 pytestmark = pytest.mark.slow
 

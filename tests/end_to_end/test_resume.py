@@ -12,7 +12,7 @@ import torch
 from conftest import REPO, cli_args, run_cli, start_cli, val_acc_steps, wait_for
 
 from lit_linear import LinearClassifier
-from lit_linear.cli.linear_cli import main
+from lit_linear.cli import main
 
 pytestmark = pytest.mark.slow
 

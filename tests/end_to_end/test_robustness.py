@@ -14,7 +14,7 @@ import torch
 from conftest import cli_args, run_cli, run_main
 
 from lit_linear import CIFARDataModule, LinearClassifierModule, PredictionWriter, SweepDivergedError
-from lit_linear.cli.linear_cli import main
+from lit_linear.cli import main
 from lit_linear.errors import StorageError
 from lit_linear.sweep.results import ConfigResult, SweepResult
 

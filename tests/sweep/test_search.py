@@ -11,7 +11,7 @@ import torch
 from conftest import REPO, cli_args, run_main, table_rows, val_acc_steps
 
 from lit_linear import LinearClassifier, LinearClassifierModule
-from lit_linear.cli.linear_cli import main
+from lit_linear.cli import main
 from lit_linear.sweep.configs import LogUniform, as_axis, sweep_configs
 
 SEARCH = [

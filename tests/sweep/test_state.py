@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import cli_args
 
-from lit_linear.cli.linear_cli import main
+from lit_linear.cli import main
 from lit_linear.maths.optim import GridSGD
 from lit_linear.sweep.results import ConfigResult
 from lit_linear.sweep.state import SweepState

@@ -13,7 +13,7 @@ from conftest import REPO, cli_args, run_cli, write_cifar10
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lit_linear import CIFARDataModule, LinearClassifier
-from lit_linear.cli.linear_cli import main
+from lit_linear.cli import main
 
 GRID = ["--model.lr", "[0.05, 0.4]", "--model.reg", "[0.0, 0.01]"]
 
