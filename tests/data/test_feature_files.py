@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from lit_linear.errors import ConfigError, DataError
-from lit_linear.feature_files import (
+from lit_linear.data.feature_files import (
     FeatureSplit,
     check_labels,
     check_same_dim,
@@ -20,6 +19,7 @@ from lit_linear.feature_files import (
     load_split,
     read_class_names,
 )
+from lit_linear.errors import ConfigError, DataError
 
 N, D = 20, 6
 
@@ -32,6 +32,9 @@ class Evil:
 
     def __reduce__(self):
         return (Path.touch, (self.marker,))
+
+
+ROWS = np.arange(N)[:, None]  # (N, 1), to plant a bad value in one row
 
 
 def features(n: int = N, d: int = D, dtype=np.float32) -> np.ndarray:
@@ -191,8 +194,8 @@ BAD = {
     "features big-endian": _features(features().astype(">f4"), "byte order >f4; save it in the machine's native"),
     "features no rows": _features(np.zeros((0, D), np.float32), "is empty: shape (0, 6)"),
     "features no columns": _features(np.zeros((N, 0), np.float32), "is empty: shape (20, 0)"),
-    "features NaN": _features(np.where(np.arange(N)[:, None] == 13, np.nan, features()), "NaN or infinite value in row 13"),
-    "features inf": _features(np.where(np.arange(N)[:, None] == 2, -np.inf, features()), "NaN or infinite value in row 2"),
+    "features NaN": _features(np.where(ROWS == 13, np.nan, features()), "NaN or infinite value in row 13"),
+    "features inf": _features(np.where(ROWS == 2, -np.inf, features()), "NaN or infinite value in row 2"),
     "labels 2-D": _labels(labels().reshape(N, 1), "shape (20, 1); expected (N,)"),
     "labels float npy": _labels(labels().astype(np.float32), "dtype float32; expected integer"),
     "labels float pt": _labels(labels().astype(np.float32), "dtype torch.float32; expected integer", ".pt"),
@@ -244,7 +247,7 @@ def test_a_mapped_split_is_scanned_in_chunks_and_a_bad_row_in_a_later_chunk_is_n
         load(x, y, mmap=mmap, scan_bytes=10 * D * 4)  # 10 rows a chunk: row 77 is in the 8th
 
 
-# --- labels, sizes, class names ----------------------------------------------------------------------------------------
+# --- labels, sizes, class names ---
 
 
 def test_labels_out_of_range_name_the_file_the_value_and_the_first_row(tmp_path):

@@ -8,13 +8,14 @@ or to measure its statistics: both walk it in chunks of rows.
 
 from __future__ import annotations
 
+import mmap as mmap_module
 import os
 import pickle
 import re
 import warnings
 import zipfile
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,7 @@ class FeatureSplit:
         labels_path: the labels file.
         name: the split's name in messages (``train``, ``val``, ...).
         mapped: whether ``features`` is memory-mapped rather than read into memory.
+        mapping: the map of a mapped ``.npy`` file, whose pages :meth:`release` gives back.
     """
 
     features: Tensor
@@ -48,6 +50,13 @@ class FeatureSplit:
     labels_path: str
     name: str
     mapped: bool
+    mapping: mmap_module.mmap | None = field(default=None, repr=False)
+
+    def release(self) -> None:
+        """Give back the pages of the file read so far: a mapped split read in full (its statistics, a long fit)
+        would otherwise stay resident, counted in the process's memory, although the file is the copy."""
+        if self.mapping is not None:
+            self.mapping.madvise(mmap_module.MADV_DONTNEED)
 
     @property
     def num_rows(self) -> int:
@@ -66,12 +75,20 @@ def _reason(error: BaseException) -> str:
     return text if len(text) <= 160 else text[:157] + "..."
 
 
-def _read_npy(path: Path, what: str, mapped: bool) -> np.ndarray:
+def _read_npy(path: Path, what: str, mapped: bool) -> tuple[np.ndarray, mmap_module.mmap | None]:
     try:
         with open(path, "rb") as f:
             if f.read(len(NPY_MAGIC)) != NPY_MAGIC:  # numpy would call any other file "pickled data"
                 raise ValueError("it does not start with the .npy magic bytes")
-        return np.load(path, mmap_mode="r" if mapped else None, allow_pickle=False)
+        array = np.load(path, mmap_mode="r" if mapped else None, allow_pickle=False)
+        if not mapped or array.dtype.hasobject:
+            return array, None
+        # Mapped again with Python's mmap, whose madvise lets FeatureSplit.release give pages back.
+        with open(path, "rb") as f:
+            mapping = mmap_module.mmap(f.fileno(), 0, access=mmap_module.ACCESS_READ)
+        order = "F" if array.flags.f_contiguous and not array.flags.c_contiguous else "C"
+        view = np.frombuffer(mapping, dtype=array.dtype, count=array.size, offset=array.offset)
+        return view.reshape(array.shape, order=order), mapping
     except (ValueError, EOFError, OSError) as error:
         if "allow_pickle" in str(error) or "Python objects" in str(error):  # an object array, mapped or not
             raise DataError(
@@ -102,8 +119,11 @@ def _read_pt(path: Path, what: str, mapped: bool) -> Tensor:
     return value
 
 
-def _read(path: str | os.PathLike, what: str, mapped: bool, numpy_dtype_ok, dtype_text: str) -> Tensor:
-    """The tensor a ``.npy`` or ``.pt`` file holds; ``numpy_dtype_ok`` screens a ``.npy``'s dtype before torch sees it."""
+def _read(
+    path: str | os.PathLike, what: str, mapped: bool, numpy_dtype_ok, dtype_text: str
+) -> tuple[Tensor, mmap_module.mmap | None]:
+    """The tensor a ``.npy`` or ``.pt`` file holds, and the map of a mapped ``.npy``; ``numpy_dtype_ok`` screens a
+    ``.npy``'s dtype before torch sees it."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"{what} {path} not found; give a .npy or .pt file")
@@ -112,25 +132,30 @@ def _read(path: str | os.PathLike, what: str, mapped: bool, numpy_dtype_ok, dtyp
     if path.suffix not in SUFFIXES:
         raise DataError(f"{what} {path} has the extension {path.suffix or '(none)'!r}; give a .npy or .pt file")
     if path.suffix == ".pt":
-        return _read_pt(path, what, mapped)
-    array = _read_npy(path, what, mapped)
+        return _read_pt(path, what, mapped), None
+    array, mapping = _read_npy(path, what, mapped)
     if not numpy_dtype_ok(array.dtype):  # e.g. float128 or strings, which torch.from_numpy cannot take
         raise DataError(f"{what} {path} has dtype {array.dtype}; expected {dtype_text}")
     if not array.dtype.isnative:  # torch has no byte-swapped tensors
         raise DataError(f"{what} {path} has byte order {array.dtype.str}; save it in the machine's native byte order")
     with warnings.catch_warnings():  # a mapped array is read-only on purpose: FeatureSplit says not to write it
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-        return torch.from_numpy(array)
+        return torch.from_numpy(array), mapping
 
 
-def first_nonfinite_row(features: Tensor, *, chunk_rows: int | None = None) -> int | None:
+def first_nonfinite_row(
+    features: Tensor, *, chunk_rows: int | None = None, release: Callable[[], None] | None = None
+) -> int | None:
     """Index of the first row of ``features (N, D)`` holding a NaN or infinity, or None.
 
     ``chunk_rows``: scan that many rows at a time (a mapped split: memory stays bounded); None: one vectorized check.
+    ``release``: called after each chunk (:meth:`FeatureSplit.release`).
     """
     step = features.shape[0] if chunk_rows is None else chunk_rows
     for start in range(0, features.shape[0], max(step, 1)):
         bad = (~torch.isfinite(features[start : start + step]).all(dim=1)).nonzero()
+        if release is not None:
+            release()
         if len(bad):
             return start + int(bad[0, 0])
     return None
@@ -159,7 +184,9 @@ def load_split(
     what, label_what = f"{name} features", f"{name} labels"
     path = Path(features_path)
     mapped = (path.is_file() and path.stat().st_size > mmap_threshold) if mmap is None else bool(mmap)
-    features = _read(path, what, mapped, lambda d: d.kind == "f" and d.itemsize <= 8, "float16, float32 or float64")
+    features, mapping = _read(
+        path, what, mapped, lambda d: d.kind == "f" and d.itemsize <= 8, "float16, float32 or float64"
+    )
     if features.dtype not in FEATURE_DTYPES:
         raise DataError(f"{what} {path} has dtype {features.dtype}; expected float16, float32, float64 or bfloat16")
     if features.ndim != 2:
@@ -168,7 +195,7 @@ def load_split(
         raise DataError(f"{what} {path} is empty: shape {tuple(features.shape)}; expected N >= 1 and D >= 1")
 
     lpath = Path(labels_path)
-    labels = _read(lpath, label_what, False, lambda d: d.kind in "iu", "integer class indices")
+    labels, _ = _read(lpath, label_what, False, lambda d: d.kind in "iu", "integer class indices")
     if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
         raise DataError(f"{label_what} {lpath} has dtype {labels.dtype}; expected integer class indices")
     if labels.ndim != 1:
@@ -181,11 +208,11 @@ def load_split(
 
     # A mapped split is scanned in slices of about scan_bytes, so checking it never reads it into memory whole.
     chunk = max(1, scan_bytes // (features.shape[1] * features.element_size())) if mapped else None
-    row = first_nonfinite_row(features, chunk_rows=chunk)
+    split = FeatureSplit(features, labels.to(torch.int64), str(path), str(lpath), name, mapped, mapping)
+    row = first_nonfinite_row(features, chunk_rows=chunk, release=split.release)
     if row is not None:
         raise DataError(f"{what} {path} has a NaN or infinite value in row {row}; every feature must be finite")
-    labels = labels.to(torch.int64)
-    return FeatureSplit(features, labels, str(path), str(lpath), name, mapped)
+    return split
 
 
 def check_labels(split: FeatureSplit, num_classes: int) -> None:
@@ -241,7 +268,9 @@ def read_class_names(value: list[str] | str | os.PathLike | None, num_classes: i
     return names
 
 
-def feature_statistics(features: Tensor, *, chunk_rows: int) -> tuple[Tensor, Tensor]:
+def feature_statistics(
+    features: Tensor, *, chunk_rows: int, release: Callable[[], None] | None = None
+) -> tuple[Tensor, Tensor]:
     """Per-column mean and std ``(D,)`` (float32) of ``features (N, D)``, read ``chunk_rows`` rows at a time.
 
     Each chunk's mean and sum of squared deviations are merged in float64 (Chan et al.), which stays accurate where
@@ -260,6 +289,8 @@ def feature_statistics(features: Tensor, *, chunk_rows: int) -> tuple[Tensor, Te
         mean += delta * (n / total)
         m2 += ((x - chunk_mean) ** 2).sum(dim=0) + delta**2 * (count * n / total)
         count = total
+        if release is not None:
+            release()
     std = (m2 / max(count - 1, 1)).sqrt()
     constant = std <= torch.clamp(mean.abs() * torch.finfo(torch.float32).eps, min=torch.finfo(torch.float32).tiny)
     return mean.float(), torch.where(constant, 1.0, std).float()
