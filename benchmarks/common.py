@@ -15,7 +15,7 @@ from lightning.pytorch.callbacks import Callback
 
 from lit_linear.data import CIFARDataModule
 from lit_linear.data.streams import TrainBatches
-from lit_linear.features.pixels import preprocess
+from lit_linear.features.preprocess import preprocess
 from lit_linear.maths.losses import softmax_loss_vectorized, svm_loss_vectorized
 from lit_linear.maths.optim import GridSGD
 from lit_linear.training.step import data_term

@@ -20,7 +20,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import load_data, machine, median, write_json  # noqa: E402
 
-from lit_linear.features.pixels import preprocess
+from lit_linear.features.preprocess import preprocess
 from lit_linear.maths.losses import softmax_loss_vectorized, svm_loss_vectorized
 from lit_linear.maths.naive import softmax_loss_naive, svm_loss_naive
 

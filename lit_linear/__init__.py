@@ -4,9 +4,10 @@ from lit_linear.callbacks.checkpoints import BestCheckpoint, LastCheckpoint
 from lit_linear.callbacks.predictions import PredictionWriter
 from lit_linear.callbacks.tensorboard.callback import SweepTensorBoard
 from lit_linear.data.cifar_module import CIFARDataModule
+from lit_linear.data.features_module import FeaturesDataModule
 from lit_linear.errors import ConfigError, DataError, LitLinearError, SweepDivergedError
 from lit_linear.features.classifier import LinearClassifier
-from lit_linear.features.pixels import preprocess
+from lit_linear.features.preprocess import preprocess
 from lit_linear.maths.gradcheck import grad_check_sparse
 from lit_linear.maths.losses import softmax_loss_vectorized, svm_loss_vectorized
 from lit_linear.maths.naive import softmax_loss_naive, svm_loss_naive
@@ -18,6 +19,7 @@ __all__ = [
     "CIFARDataModule",
     "ConfigError",
     "DataError",
+    "FeaturesDataModule",
     "GridSGD",
     "LastCheckpoint",
     "LinearClassifier",

@@ -35,8 +35,8 @@ from lit_linear.callbacks.checkpoints import BestCheckpoint, LastCheckpoint
 from lit_linear.callbacks.interrupts import NAMES, GracefulStop
 from lit_linear.callbacks.predictions import PredictionWriter
 from lit_linear.cli import console
-from lit_linear.data.cifar_module import CIFARDataModule
-from lit_linear.errors import ConfigError
+from lit_linear.data.splits_module import SplitsDataModule
+from lit_linear.errors import ConfigError, DataError
 from lit_linear.runs import faults
 from lit_linear.runs.atomic import atomic_write_text
 from lit_linear.runs.find import find_matching_checkpoint
@@ -62,14 +62,16 @@ class AtomicSaveConfig(SaveConfigCallback):
 
 
 class LinearCLI(LightningCLI):
-    """LightningCLI for :class:`LinearClassifierModule` on :class:`CIFARDataModule`."""
+    """LightningCLI for :class:`LinearClassifierModule` on a data module: ``CIFARDataModule`` unless ``--data``
+    names another (``--data lit_linear.FeaturesDataModule``)."""
 
     def __init__(self, args=None, **kwargs) -> None:
         kwargs.setdefault("save_config_callback", AtomicSaveConfig)
         kwargs.setdefault("save_config_kwargs", {"overwrite": True, "save_to_log_dir": False})
         # GridSGD is the update, configured by the model's options: an --optimizer could not apply.
         kwargs.setdefault("auto_configure_optimizers", False)
-        super().__init__(LinearClassifierModule, CIFARDataModule, args=args, **kwargs)
+        kwargs.setdefault("subclass_mode_data", True)
+        super().__init__(LinearClassifierModule, SplitsDataModule, args=args, **kwargs)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # Arguments, not Lightning's always-added callbacks: instantiate_trainer adds them unless
@@ -84,6 +86,8 @@ class LinearCLI(LightningCLI):
             help="torch.set_float32_matmul_precision for the float32 products: highest (float32, torch's default), "
             "high (TF32 on CUDA GPUs with Tensor Cores) or medium (bfloat16 where the device supports it)",
         )
+        # CIFAR unless --data (or a config's data.class_path) names another data module.
+        parser.set_defaults({"data": {"class_path": "lit_linear.CIFARDataModule"}})
         for attribute in ("num_classes", "class_names", "feature_dim"):
             parser.link_arguments(f"data.{attribute}", f"model.{attribute}", apply_on="instantiate")
         # The training stream has no epochs: validation is counted in SGD steps.
@@ -103,7 +107,8 @@ class LinearCLI(LightningCLI):
         try:
             super().instantiate_classes()
         # Refusals of a setting, Lightning's and jsonargparse's included (a missing optional package too).
-        except (ConfigError, MisconfigurationException, ValueError, TypeError, ImportError) as e:
+        # A data file found bad when the data module reads it (features) is one line too, before anything runs.
+        except (ConfigError, DataError, MisconfigurationException, ValueError, TypeError, ImportError) as e:
             self.parser.error(" ".join(str(e).split()))
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:

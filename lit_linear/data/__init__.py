@@ -1,5 +1,6 @@
 """Data: CIFAR files, the minibatch streams, and the data modules that put a dataset on the training device."""
 
 from lit_linear.data.cifar_module import CIFARDataModule
+from lit_linear.data.features_module import FeaturesDataModule
 
-__all__ = ["CIFARDataModule"]
+__all__ = ["CIFARDataModule", "FeaturesDataModule"]

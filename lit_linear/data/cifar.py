@@ -27,21 +27,16 @@ from lit_linear.errors import DataError
 
 PIXELS = 3 * 32 * 32  # 3072 values per image row
 
-CIFAR10_CLASSES = (
-    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
-)
-CIFAR100_CLASSES = (
-    "apple", "aquarium_fish", "baby", "bear", "beaver", "bed", "bee", "beetle", "bicycle", "bottle",
-    "bowl", "boy", "bridge", "bus", "butterfly", "camel", "can", "castle", "caterpillar", "cattle",
-    "chair", "chimpanzee", "clock", "cloud", "cockroach", "couch", "crab", "crocodile", "cup",
-    "dinosaur", "dolphin", "elephant", "flatfish", "forest", "fox", "girl", "hamster", "house",
-    "kangaroo", "keyboard", "lamp", "lawn_mower", "leopard", "lion", "lizard", "lobster", "man",
-    "maple_tree", "motorcycle", "mountain", "mouse", "mushroom", "oak_tree", "orange", "orchid",
-    "otter", "palm_tree", "pear", "pickup_truck", "pine_tree", "plain", "plate", "poppy",
-    "porcupine", "possum", "rabbit", "raccoon", "ray", "road", "rocket", "rose", "sea", "seal",
-    "shark", "shrew", "skunk", "skyscraper", "snail", "snake", "spider", "squirrel", "streetcar",
-    "sunflower", "sweet_pepper", "table", "tank", "telephone", "television", "tiger", "tractor",
-    "train", "trout", "tulip", "turtle", "wardrobe", "whale", "willow_tree", "wolf", "woman", "worm",
+CIFAR10_CLASSES = tuple("airplane automobile bird cat deer dog frog horse ship truck".split())
+CIFAR100_CLASSES = tuple(
+    "apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle bowl boy bridge bus butterfly "
+    "camel can castle caterpillar cattle chair chimpanzee clock cloud cockroach couch crab crocodile "
+    "cup dinosaur dolphin elephant flatfish forest fox girl hamster house kangaroo keyboard lamp "
+    "lawn_mower leopard lion lizard lobster man maple_tree motorcycle mountain mouse mushroom "
+    "oak_tree orange orchid otter palm_tree pear pickup_truck pine_tree plain plate poppy porcupine "
+    "possum rabbit raccoon ray road rocket rose sea seal shark shrew skunk skyscraper snail snake "
+    "spider squirrel streetcar sunflower sweet_pepper table tank telephone television tiger tractor "
+    "train trout tulip turtle wardrobe whale willow_tree wolf woman worm".split()
 )
 
 DatasetName = Literal["cifar10", "cifar100"]
@@ -180,7 +175,7 @@ class _CIFARUnpickler(pickle.Unpickler):
 def _unpickle(path: Path) -> dict:
     """The dict pickled in ``path``, with bytes keys decoded to str."""
     try:
-        f = open(path, "rb")
+        f = open(path, "rb")  # noqa: SIM115 (closed by the `with` below, apart from open's own errors)
     except OSError as e:
         raise DataError(f"{path}: cannot open: {e.strerror or e}") from e
     try:
@@ -190,7 +185,9 @@ def _unpickle(path: Path) -> dict:
     except Exception as e:
         # A damaged pickle can fail in almost any way (EOFError, UnpicklingError, ValueError, numpy's
         # own errors, MemoryError for a garbled length...): all of them are the file's fault.
-        raise DataError(f"{path}: not a readable CIFAR pickle (truncated or corrupted?): {type(e).__name__}: {e}") from e
+        raise DataError(
+            f"{path}: not a readable CIFAR pickle (truncated or corrupted?): {type(e).__name__}: {e}"
+        ) from e
     if not isinstance(obj, dict):
         raise DataError(f"{path}: expected a pickled dict, found {type(obj).__name__}")
     # Python 3 re-encodes of a file loaded with encoding="bytes" (a common recipe) have bytes keys
@@ -237,7 +234,9 @@ def load_batch(path: Path, spec: CIFARSpec) -> tuple[Tensor, Tensor]:
         raise DataError(f"{path}: {spec.label_key!r} holds {labels.dtype} values; expected integer class labels")
     labels = labels.astype(np.int64)  # uint64 beyond int64 wraps negative and is caught below
     if labels.shape != (data.shape[0],):
-        raise DataError(f"{path}: {spec.label_key!r} has shape {labels.shape}, expected ({data.shape[0]},): one label per image")
+        raise DataError(
+            f"{path}: {spec.label_key!r} has shape {labels.shape}, expected ({data.shape[0]},): one label per image"
+        )
     bad = np.flatnonzero((labels < 0) | (labels >= spec.num_classes))
     if bad.size:
         i = int(bad[0])

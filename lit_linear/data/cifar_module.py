@@ -1,30 +1,33 @@
 """CIFARDataModule: CIFAR splits as uint8 tensors on the training device, minibatches by index.
 
-The hot path never touches a per-sample ``Dataset``: each split is one ``(N, 3072)`` uint8 tensor
-(4x smaller than float32) that lives on the training device, and a minibatch is a gather of
-``batch_size`` rows from it (:mod:`lit_linear.data.streams`). Scaling, mean subtraction and the bias
-column happen on the device in the model (:func:`lit_linear.features.pixels.preprocess`), so nothing is
-copied host->device per step.
+Each split is one ``(N, 3072)`` uint8 tensor (4x smaller than float32) on the training device; the
+loaders are :class:`~lit_linear.data.splits_module.SplitsDataModule`'s, the one data path of every input.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-import lightning.pytorch as pl
 import torch
-from lightning.pytorch.utilities import CombinedLoader, rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
-from lit_linear.data.cifar import PIXELS, SPECS, DatasetName, download, find_folder, get_spec, incomplete_folder, load_class_names, load_split
-from lit_linear.errors import ConfigError, DataError, check_count
-from lit_linear.data.streams import Batch, EvalBatches, TrainBatches, TrainBlock
+from lit_linear.data.cifar import (
+    PIXELS,
+    SPECS,
+    DatasetName,
+    download,
+    find_folder,
+    get_spec,
+    incomplete_folder,
+    load_class_names,
+    load_split,
+)
+from lit_linear.data.splits_module import SplitsDataModule
+from lit_linear.errors import ConfigError, DataError
 
 
-
-
-class CIFARDataModule(pl.LightningDataModule):
+class CIFARDataModule(SplitsDataModule):
     """CIFAR-10/100 for linear classifiers: whole splits on the device, minibatches by index.
 
     Args:
@@ -60,30 +63,17 @@ class CIFARDataModule(pl.LightningDataModule):
         if dataset not in SPECS:
             raise ConfigError(f"data.dataset must be one of {', '.join(SPECS)}, got {dataset!r}")
         self.spec = get_spec(dataset)
-        # bool is an int subclass: batch_size=True must not pass as 1.
-        check_count(batch_size, "data.batch_size")
-        if not isinstance(val_ratio, (int, float)) or isinstance(val_ratio, bool) or not 0.0 < val_ratio < 1.0:
-            raise ConfigError(f"data.val_ratio must lie strictly between 0 and 1, got {val_ratio!r}")
-        check_count(eval_batch_size, "data.eval_batch_size")
-        if train_eval_size is not None:
-            check_count(train_eval_size, "data.train_eval_size", "integer or null (all)")
+        self._check_common(batch_size, val_ratio, eval_batch_size, train_eval_size)
         # logger=False: Lightning would log these to TensorBoard as an HParams session of the main
         # run (with its hp_metric placeholder); the sweep's configs each have their own session.
         self.save_hyperparameters(logger=False)
         self.data_dir = Path(data_dir)
-        # SGD steps per Lightning training batch: not an option, set by LinearClassifierModule when
-        # a fit starts (lit_linear.training.grouping); the minibatches and the result do not depend on it.
-        self.steps_per_batch = 1
-        # Under DDP, whether each rank takes its share of every minibatch and of the validation
-        # splits (model.split minibatch), or all of them (configs: the ranks split the configs
-        # instead). Not an option: set by LinearClassifierModule for each stage. Test and predict
-        # always shard their rows (they score the best config only).
-        self.shard_rows = True
         self._class_names = list(self.spec.class_names)
-        self.train_images = self.train_labels = self.val_images = self.val_labels = None
-        self.train_eval_images = self.train_eval_labels = None
-        self.test_images = self.test_labels = None
-        self.pixel_mean: Tensor | None = None
+
+    @property
+    def pixel_mean(self) -> Tensor | None:
+        """``(3072,)``: the per-channel mean of the scaled training pixels, the offset the model subtracts."""
+        return self.feature_offset
 
     # --- what LightningCLI links into the model ------------------------------------------
     @property
@@ -137,14 +127,12 @@ class CIFARDataModule(pl.LightningDataModule):
         if folder is None:
             raise DataError(self._missing_message())
         self._class_names = load_class_names(folder, self.spec)
-        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
         if stage in ("fit", "validate") and self.train_images is None:
-            self._setup_train_val(folder, device)
+            self._setup_train_val(folder)
         if stage in ("test", "predict") and self.test_images is None:
-            images, labels = load_split(folder, self.spec, "test")
-            self.test_images, self.test_labels = images.to(device), labels.to(device)
+            self._set_test(load_split(folder, self.spec, "test"))
 
-    def _setup_train_val(self, folder: Path, device: torch.device) -> None:
+    def _setup_train_val(self, folder: Path) -> None:
         images, labels = load_split(folder, self.spec, "train")
         num_val = int(round(len(labels) * self.hparams.val_ratio))
         if not 0 < num_val < len(labels):
@@ -162,70 +150,6 @@ class CIFARDataModule(pl.LightningDataModule):
         for chunk in train_images.split(2048):
             channel_mean += chunk.view(-1, 3, PIXELS // 3).sum(dim=(0, 2), dtype=torch.float64)
         channel_mean /= num_train * (PIXELS // 3) * 255.0
-        self.pixel_mean = channel_mean.repeat_interleave(PIXELS // 3).float()  # (3072,)
-        self.train_images, self.train_labels = train_images.to(device), labels[:num_train].to(device)
-        self.val_images, self.val_labels = images[num_train:].to(device), labels[num_train:].to(device)
-        size = self.hparams.train_eval_size
-        if size is None or size >= num_train:
-            self.train_eval_images, self.train_eval_labels = self.train_images, self.train_labels
-        else:
-            # A fixed sample (its own seed, sorted): the same rows at every validation and in every run.
-            rows = torch.randperm(num_train, generator=torch.Generator().manual_seed(0))[:size].sort().values
-            self.train_eval_images = self.train_images.index_select(0, rows.to(device))
-            self.train_eval_labels = self.train_labels.index_select(0, rows.to(device))
-
-    # --- loaders -------------------------------------------------------------------------------
-    def _rank(self, shard_rows: bool = True) -> tuple[int, int]:
-        if self.trainer is None or not shard_rows:
-            return 0, 1
-        return self.trainer.global_rank, self.trainer.world_size
-
-    def _eval(self, images: Tensor, labels: Tensor, shard_rows: bool = True) -> EvalBatches:
-        return EvalBatches(images, labels, self.hparams.eval_batch_size, *self._rank(shard_rows))
-
-    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
-        # Every split already lives on the training device: skip Lightning's generic walk over
-        # the batch (a tenth of a millisecond per step on the CPU).
-        if isinstance(batch, Batch) and batch.images.device == device:
-            return batch
-        if isinstance(batch, TrainBlock) and batch.source.device == device:
-            return batch
-        return super().transfer_batch_to_device(batch, device, dataloader_idx)
-
-    def train_dataloader(self) -> TrainBatches:
-        rank, world_size = self._rank(self.shard_rows)
-        trainer = self.trainer
-        max_steps = trainer.max_steps if trainer is not None else -1
-        return TrainBatches(
-            self.train_images,
-            self.train_labels,
-            self.hparams.batch_size,
-            self.hparams.seed,
-            rank=rank,
-            world_size=world_size,
-            steps_per_batch=self.steps_per_batch,
-            last_step=max_steps if max_steps > 0 else None,
-            position=(lambda: trainer.global_step) if trainer is not None else None,
-        )
-
-    def val_dataloader(self) -> CombinedLoader:
-        """The training images of ``train_eval_size`` and the validation split, side by side as one loader.
-
-        Each batch is ``{"train": Batch | None, "val": Batch | None}``, a chunk of each (None once
-        that split is done). One loader, because Lightning reports every loader's metrics in a
-        column of its own, and train and val accuracy are one measurement of the same weights;
-        ``max_size`` still applies ``limit_val_batches`` to each split.
-        """
-        splits = {
-            "train": self._eval(self.train_eval_images, self.train_eval_labels, self.shard_rows),
-            "val": self._eval(self.val_images, self.val_labels, self.shard_rows),
-        }
-        return CombinedLoader(splits, mode="max_size")
-
-    def test_dataloader(self) -> EvalBatches:
-        return self._eval(self.test_images, self.test_labels)
-
-    def predict_dataloader(self) -> EvalBatches:
-        """The test split, in row order."""
-        return self._eval(self.test_images, self.test_labels)
-
+        self.feature_offset = channel_mean.repeat_interleave(PIXELS // 3).float()  # (3072,)
+        self.feature_scale = torch.ones(PIXELS)  # pixels are scaled by 1 / 255 in any case
+        self._set_train_val((train_images, labels[:num_train]), (images[num_train:], labels[num_train:]))

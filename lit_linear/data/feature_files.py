@@ -246,8 +246,10 @@ def check_same_dim(splits: dict[str, FeatureSplit]) -> None:
             )
 
 
-def read_class_names(value: list[str] | str | os.PathLike | None, num_classes: int) -> list[str]:
-    """The C class names: ``value`` as given, read from a text file (one per line), or None: ``"0"`` to ``"C-1"``."""
+def read_class_names(value: list[str] | str | os.PathLike | None, num_classes: int | None) -> list[str]:
+    """The C class names: ``value`` as given, read from a text file (one per line), or None: ``"0"`` to ``"C-1"``.
+
+    ``num_classes``: C, which the names must number; None: as many as ``value`` holds."""
     if value is None:
         return [str(c) for c in range(num_classes)]
     source = "data.class_names"
@@ -263,7 +265,7 @@ def read_class_names(value: list[str] | str | os.PathLike | None, num_classes: i
             lines.pop()
         value, source = [line.strip() for line in lines], f"data.class_names (file {path})"
     names = [str(v) for v in value]
-    if len(names) != num_classes:
+    if num_classes is not None and len(names) != num_classes:
         raise ConfigError(f"{source} has {len(names)} names but there are {num_classes} classes; give {num_classes}")
     return names
 

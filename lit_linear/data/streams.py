@@ -1,7 +1,7 @@
 """The streams a sweep reads: training minibatches drawn by step, evaluation splits in chunks.
 
 A split lives on the training device as one ``(N, 3072)`` uint8 tensor; a minibatch is a list of its
-row numbers, gathered as the features are written (:func:`lit_linear.features.pixels.gather_features`),
+row numbers, gathered as the features are written (:func:`lit_linear.features.preprocess.gather_features`),
 never collated per sample. Minibatch order is a pure function of ``(seed, step)``: step ``t`` takes
 batch ``t % B`` of a fresh permutation of the training rows for epoch ``t // B`` (``B = N_train //
 batch_size``, the tail is dropped). The training stream starts wherever the weights are, the
@@ -13,7 +13,9 @@ rank draws the same global batch and keeps its own contiguous share.
 
 from __future__ import annotations
 
-from typing import Callable, Iterator, NamedTuple
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -33,7 +35,7 @@ class TrainBlock(NamedTuple):
     """The minibatches of ``m`` consecutive SGD steps as row numbers into their split, not yet copied out of it.
 
     What :class:`TrainBatches` yields. The module gathers each step's rows as it turns them into
-    features (:func:`lit_linear.features.pixels.gather_features`), rather than first copying all m
+    features (:func:`lit_linear.features.preprocess.gather_features`), rather than first copying all m
     steps' rows into a block and reading them back.
     """
 
@@ -89,7 +91,9 @@ class TrainBatches:
             raise ValueError(f"rank {rank} is not one of the {world_size} ranks")
         check_count(batch_size, "data.batch_size")
         if batch_size > len(labels):
-            raise ConfigError(f"data.batch_size ({batch_size}) is larger than the training split ({len(labels)} images)")
+            raise ConfigError(
+                f"data.batch_size ({batch_size}) is larger than the training split ({len(labels)} images)"
+            )
         if batch_size % world_size:
             raise ConfigError(
                 f"data.batch_size ({batch_size}) must be divisible by the number of devices ({world_size}) "
@@ -130,7 +134,9 @@ class TrainBatches:
         return Batch(self.images.index_select(0, index), self.labels.index_select(0, index), index)
 
     def block(self, step: int, steps: int | None = None) -> TrainBlock:
-        """Steps ``step .. step + steps - 1`` (default ``steps_per_batch``): ``(m, share)`` rows and labels, nothing copied."""
+        """Steps ``step .. step + steps - 1`` (default ``steps_per_batch``): ``(m, share)`` rows and labels.
+
+        Nothing is copied: the rows stay in the split until the module gathers them."""
         steps = self.steps_per_batch if steps is None else steps
         index = torch.stack([self._share(step + j) for j in range(steps)])  # (m, share)
         return TrainBlock(self.images, self.labels.index_select(0, index.view(-1)).view(index.shape), index, step)
@@ -185,3 +191,48 @@ class EvalBatches:
             hi = min(lo + self.chunk_size, self.stop)
             index = torch.arange(lo, hi, device=self.labels.device)
             yield Batch(self.images[lo:hi], self.labels[lo:hi], index)
+
+
+class GatheredBlocks:
+    """The blocks of a :class:`TrainBatches` over a memory-mapped split, each block's rows gathered out of the map.
+
+    The rows of the next block are gathered (and, for a GPU, pinned) in a background thread while the
+    current block trains, so that reading the map overlaps the steps; the copy to the device is then
+    asynchronous. Each yielded :class:`TrainBlock` holds its own rows as ``source`` ``(m * n, D-1)`` and
+    ``index = arange(m * n).view(m, n)``: the same minibatches, in the same order, as the split itself
+    would give, and the same resume (the iteration starts where the wrapped stream does).
+
+    Args:
+        batches: the stream over the mapped split.
+        pin: pin each gathered block (for an asynchronous copy to a CUDA device).
+        release: called after each gather, to give back the pages of the map read so far.
+    """
+
+    def __init__(self, batches: TrainBatches, *, pin: bool = False, release: Callable[[], None] | None = None) -> None:
+        self.batches, self.pin, self.release = batches, pin, release
+
+    def _gather(self, block: TrainBlock) -> TrainBlock:
+        rows = block.source.index_select(0, block.index.reshape(-1))  # (m * n, D-1), read from the map
+        if self.release is not None:
+            self.release()
+        if self.pin:
+            rows = rows.pin_memory()
+        index = torch.arange(rows.shape[0]).view(block.index.shape)
+        return TrainBlock(rows, block.labels, index, block.step)
+
+    def __iter__(self) -> Iterator[TrainBlock]:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lit_linear-gather") as pool:
+            pending = None
+            for block in self.batches:
+                ahead = pool.submit(self._gather, block)
+                if pending is not None:
+                    yield pending.result()
+                pending = ahead
+            if pending is not None:
+                yield pending.result()
+
+    def state_dict(self) -> dict[str, int]:
+        return self.batches.state_dict()
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.batches.load_state_dict(state)

@@ -15,24 +15,33 @@ import torch
 from torch import Tensor, nn
 
 from lit_linear.errors import DataError
-from lit_linear.features.pixels import preprocess
+from lit_linear.features.preprocess import preprocess
 from lit_linear.runs.atomic import atomic_torch_save
 
 FORMAT = "lit_linear.LinearClassifier/1"
 
 
 class LinearClassifier(nn.Module):
-    """A trained linear classifier over raw CIFAR images.
+    """A trained linear classifier over raw CIFAR images, or over features (a linear probe).
 
     Args:
-        weight: ``(D, C)`` with the bias in the last row, ``D = 3073``.
-        pixel_mean: ``(3072,)`` the mean subtracted from the scaled pixels.
+        weight: ``(D, C)`` with the bias in the last row: ``D = 3073`` for CIFAR pixels.
+        pixel_mean: ``(D-1,)`` the offset subtracted from the scaled inputs: the mean of the scaled
+            training pixels, or of the scaled training features (:func:`~lit_linear.features.preprocess.preprocess`).
         class_names: ``C`` names, in label order.
         info: free-form facts about the training run (loss, lr, reg, accuracies), saved alongside.
+        feature_scale: ``(D-1,)`` each float feature's factor (``1 / std`` when the probe standardized its
+            features); None: 1. Pixels are scaled by 1 / 255 whatever it holds.
     """
 
     def __init__(
-        self, weight: Tensor, pixel_mean: Tensor, class_names: Sequence[str], info: dict[str, Any] | None = None
+        self,
+        weight: Tensor,
+        pixel_mean: Tensor,
+        class_names: Sequence[str],
+        info: dict[str, Any] | None = None,
+        *,
+        feature_scale: Tensor | None = None,
     ) -> None:
         super().__init__()
         if weight.dim() != 2 or weight.shape[0] != pixel_mean.shape[0] + 1:
@@ -44,17 +53,20 @@ class LinearClassifier(nn.Module):
             raise ValueError(f"{len(class_names)} class names for {weight.shape[1]} weight columns")
         self.register_buffer("weight", weight.detach().clone())
         self.register_buffer("pixel_mean", pixel_mean.detach().clone().to(weight.dtype))
+        scale = None if feature_scale is None else feature_scale.detach().clone().to(weight.dtype)
+        self.register_buffer("feature_scale", scale)
         self.class_names = list(class_names)
         self.info = dict(info or {})
 
-    def forward(self, images: Tensor) -> Tensor:
-        """Class scores ``(N, C)`` of raw uint8 images ``(N, 3, 32, 32)`` or ``(N, 3072)``."""
-        return preprocess(images.to(self.weight.device), self.pixel_mean) @ self.weight
+    def forward(self, inputs: Tensor) -> Tensor:
+        """Class scores ``(N, C)`` of raw uint8 images ``(N, 3, 32, 32)`` or ``(N, 3072)``, or features ``(N, D-1)``."""
+        inputs = inputs.to(self.weight.device)
+        return preprocess(inputs, self.pixel_mean, scale=self.feature_scale) @ self.weight
 
     @torch.no_grad()
-    def predict(self, images: Tensor) -> Tensor:
-        """Predicted labels ``(N,)`` int64 of raw uint8 images ``(N, 3, 32, 32)``."""
-        return self(images).argmax(dim=1)
+    def predict(self, inputs: Tensor) -> Tensor:
+        """Predicted labels ``(N,)`` int64 of raw uint8 images or of features, as :meth:`forward` takes them."""
+        return self(inputs).argmax(dim=1)
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the classifier to ``path`` atomically; :meth:`load` reads it back."""
@@ -65,6 +77,8 @@ class LinearClassifier(nn.Module):
             "class_names": list(self.class_names),
             "info": dict(self.info),
         }
+        if self.feature_scale is not None and not bool((self.feature_scale == 1).all()):  # 1s: the format of pixels
+            payload["feature_scale"] = self.feature_scale.cpu()
         atomic_torch_save(payload, path)
 
     @classmethod
@@ -78,4 +92,10 @@ class LinearClassifier(nn.Module):
         if not isinstance(payload, dict) or payload.get("format") != FORMAT:
             found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
             raise DataError(f"{path}: not a lit_linear classifier (format {found!r}, expected {FORMAT!r})")
-        return cls(payload["weight"], payload["pixel_mean"], payload["class_names"], payload.get("info"))
+        return cls(
+            payload["weight"],
+            payload["pixel_mean"],
+            payload["class_names"],
+            payload.get("info"),
+            feature_scale=payload.get("feature_scale"),
+        )

@@ -1,8 +1,9 @@
-"""The course's preprocessing: raw uint8 CIFAR pixels -> classifier features.
+"""Inputs -> classifier features: the course's pixel preprocessing, or a linear probe's normalized features.
 
-Pixels scaled to [0, 1], the training split's mean colour subtracted, rows flattened channel-major
-(as stored in the CIFAR files), and a constant 1 appended so that the last row of ``W`` is the bias
-(the bias trick): ``D = 3 * 32 * 32 + 1 = 3073``.
+Raw uint8 CIFAR pixels are scaled to [0, 1] and the training split's mean colour is subtracted (the
+course's preprocessing); float features (a backbone's embeddings) are scaled per column and shifted
+(``--data.normalize``). Either way a constant 1 is appended, so that the last row of ``W`` is the bias
+(the bias trick): ``D = 3 * 32 * 32 + 1 = 3073`` for pixels.
 """
 
 from __future__ import annotations
@@ -12,41 +13,62 @@ from torch import Tensor
 
 
 def preprocess(
-    images: Tensor, pixel_mean: Tensor, dtype: torch.dtype | None = None, out: Tensor | None = None
+    inputs: Tensor,
+    offset: Tensor,
+    dtype: torch.dtype | None = None,
+    out: Tensor | None = None,
+    *,
+    scale: Tensor | None = None,
 ) -> Tensor:
-    """Raw uint8 images -> classifier features, on the images' device.
+    """Inputs -> classifier features ``X``, on the inputs' device.
 
     Args:
-        images: ``(N, 3, 32, 32)`` or ``(N, 3072)`` uint8.
-        pixel_mean: ``(3072,)`` mean of the scaled training pixels.
-        dtype: feature dtype (default: ``pixel_mean``'s).
+        inputs: ``(N, 3, 32, 32)`` or ``(N, 3072)`` uint8 pixels, or ``(N, D-1)`` float features.
+        offset: ``(D-1,)``, subtracted after scaling: the mean of the scaled training pixels, or of the
+            scaled training features (zeros for ``normalize none``).
+        dtype: feature dtype (default: ``offset``'s).
         out: a buffer to write into and return, used when its shape, dtype and device fit
-            (a training loop reuses one instead of allocating ``(N, 3073)`` every step).
+            (a training loop reuses one instead of allocating ``(N, D)`` every step).
+        scale: ``(D-1,)``, each float feature's factor (``1 / std`` for ``normalize standardize``);
+            None: 1. Pixels are always scaled by 1 / 255.
 
     Returns:
-        ``X (N, 3073)``: ``images / 255 - pixel_mean``, then a column of ones.
+        ``X (N, D)``: ``inputs * scale - offset``, then a column of ones.
     """
-    n = images.shape[0]
-    rows = images.reshape(n, -1)  # (N, 3072)
-    if rows.shape[1] != pixel_mean.shape[0]:
-        raise ValueError(f"images have {rows.shape[1]} values each, expected {pixel_mean.shape[0]} (3x32x32)")
-    dtype = dtype or pixel_mean.dtype
+    n = inputs.shape[0]
+    rows = inputs.reshape(n, -1)  # (N, D-1)
+    if rows.shape[1] != offset.shape[0]:
+        expected = f"{offset.shape[0]} (3x32x32)" if offset.shape[0] == 3072 else str(offset.shape[0])
+        raise ValueError(f"inputs have {rows.shape[1]} values each, expected {expected}")
+    dtype = dtype or offset.dtype
     shape = (n, rows.shape[1] + 1)
-    if out is not None and out.shape == shape and out.dtype == dtype and out.device == images.device:
+    if out is not None and out.shape == shape and out.dtype == dtype and out.device == inputs.device:
         X = out
     else:
-        X = torch.empty(shape, dtype=dtype, device=images.device)  # (N, D)
-    pixels = X[:, :-1]
-    # -mean + pixels / 255 in one pass after the uint8 -> dtype copy (both vectorised; an add that
-    # converts the uint8 as it reads them is slower on the CPU), computed in `dtype` throughout.
-    torch.add(pixel_mean.to(dtype).neg(), pixels.copy_(rows), alpha=1.0 / 255.0, out=pixels)
+        X = torch.empty(shape, dtype=dtype, device=inputs.device)  # (N, D)
+    values = X[:, :-1]
+    if rows.dtype == torch.uint8:
+        # -mean + pixels / 255 in one pass after the uint8 -> dtype copy (both vectorised; an add that
+        # converts the uint8 as it reads them is slower on the CPU), computed in `dtype` throughout.
+        torch.add(offset.to(dtype).neg(), values.copy_(rows), alpha=1.0 / 255.0, out=values)
+    else:
+        values.copy_(rows)
+        if scale is not None:
+            values.mul_(scale.to(dtype))
+        values.sub_(offset.to(dtype))
     X[:, -1] = 1.0
     return X
 
 
 def gather_features(
-    split: Tensor, rows: Tensor, pixel_mean: Tensor, dtype: torch.dtype | None = None, out: Tensor | None = None
+    split: Tensor,
+    rows: Tensor,
+    offset: Tensor,
+    *,
+    dtype: torch.dtype | None = None,
+    out: Tensor | None = None,
+    scale: Tensor | None = None,
 ) -> Tensor:
-    """:func:`preprocess` of the rows ``rows (N,)`` of a ``(M, 3072)`` uint8 split: ``X (N, 3073)``."""
+    """:func:`preprocess` of the rows ``rows (N,)`` of a ``(M, D-1)`` split: ``X (N, D)``."""
     # index_select, not split[rows]: the advanced-indexing gather is much slower on the CPU.
-    return preprocess(split.index_select(0, rows), pixel_mean, dtype, out=out)
+    return preprocess(split.index_select(0, rows), offset, dtype, out=out, scale=scale)

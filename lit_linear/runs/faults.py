@@ -22,6 +22,7 @@ The rules, for one process and for several:
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import sys
 import time
@@ -114,14 +115,14 @@ def leave_process_group_at_exit() -> None:
 def leave_process_group() -> None:
     """Leave the process group, if any, so that this process can exit at once (see the module's doc)."""
     if dist.is_available() and dist.is_initialized():
-        try:
+        # A group whose peers have gone may refuse; exiting is all that is left to do.
+        with contextlib.suppress(Exception):
             dist.destroy_process_group()
-        except Exception:  # a group whose peers have gone may refuse; exiting is all that is left to do
-            pass
 
 
 def wait_for_launcher(timeout: float = 60.0) -> None:
-    """In a device process started by Lightning's launcher, wait (at most ``timeout`` s) until the launching process has exited."""
+    """In a device process started by Lightning's launcher, wait (at most ``timeout`` s) until the launching
+    process has exited."""
     launcher = os.environ.get(LAUNCHER_PID)
     if "LOCAL_RANK" not in os.environ or launcher is None or str(os.getppid()) != launcher:
         return

@@ -21,7 +21,7 @@ from lit_linear.errors import ConfigError
 # the checkpoint or this run (``num_configs`` and a ``{low, high}`` form of lr/reg may appear in
 # later versions); the rest (weight_scale, class_names, ...) does not change what a sweep is.
 MODEL_KEYS: tuple[str, ...] = ("loss", "lr", "reg", "num_configs")
-DATA_KEYS: tuple[str, ...] = ("dataset",)
+DATA_KEYS: tuple[str, ...] = ("dataset", "train")  # CIFAR's dataset, or the features' training file
 
 
 def _normalise(value: Any) -> Any:
@@ -109,7 +109,9 @@ def find_matching_checkpoint(root: str, name: str, model: Mapping[str, Any], dat
         except Exception as e:  # a half-written or foreign file must not hide the other runs
             seen.append(f"{run}: unreadable ({_one_line(e)})")
             continue
-        diffs = _differences("model", MODEL_KEYS, saved_model, model) + _differences("data", DATA_KEYS, saved_data, data)
+        diffs = _differences("model", MODEL_KEYS, saved_model, model) + _differences(
+            "data", DATA_KEYS, saved_data, data
+        )
         if not diffs:
             return path
         seen.append(f"{run}: {', '.join(diffs)}")

@@ -44,6 +44,17 @@ class SweepResult:
     def best(self) -> ConfigResult | None:
         return None if self.best_index is None else self.configs[self.best_index]
 
+    def metrics(self) -> dict[str, float]:
+        """What the module logs at a validation: ``step`` (the logger plots them at their SGD step) and the best
+        config's ``val/acc``, ``train/acc`` and ``train/loss`` (those it has)."""
+        top = self.best
+        logged = {"step": float(self.step), "val/acc": top.val_acc if top else 0.0}
+        if top is not None:
+            logged["train/acc"] = top.train_acc
+            if top.train_loss is not None:
+                logged["train/loss"] = top.train_loss
+        return logged
+
     def to_dict(self) -> dict:
         best = self.best
         return {

@@ -221,21 +221,27 @@ class SweepState(nn.Module):
             )
         return k
 
-    def classifier(self, k: int, pixel_mean: Tensor, class_names: Sequence[str]) -> LinearClassifier:
-        """Config ``k`` as a standalone classifier, with its results of the last validation when it was the best."""
+    def classifier(
+        self, k: int, pixel_mean: Tensor, class_names: Sequence[str], *, feature_scale: Tensor | None = None
+    ) -> LinearClassifier:
+        """Config ``k`` as a standalone classifier, with its results of the last validation when it was the best;
+        ``pixel_mean`` and ``feature_scale``: the inputs' normalization (:class:`LinearClassifier`)."""
         lr, reg = self.configs[k]
         info: dict[str, Any] = {"loss": self.loss, "lr": lr, "reg": reg}
         if self.results is not None and self.results.best_index == k:
             info.update(
                 train_acc=self.results.best.train_acc, val_acc=self.results.best.val_acc, step=self.results.step
             )
-        return LinearClassifier(self.weights_of(k), pixel_mean, class_names, info)
+        return LinearClassifier(self.weights_of(k), pixel_mean, class_names, info, feature_scale=feature_scale)
 
-    def write(self, folder: str, pixel_mean: Tensor, class_names: Sequence[str]) -> None:
+    def write(
+        self, folder: str, pixel_mean: Tensor, class_names: Sequence[str], *, feature_scale: Tensor | None = None
+    ) -> None:
         """``sweep.json`` and, unless every config diverged, the best config's ``best_model.pt`` into ``folder``."""
         self.results.write_json(os.path.join(folder, "sweep.json"))
         if self.results.best is not None:
-            self.classifier(self.best(), pixel_mean, class_names).save(os.path.join(folder, "best_model.pt"))
+            best = self.classifier(self.best(), pixel_mean, class_names, feature_scale=feature_scale)
+            best.save(os.path.join(folder, "best_model.pt"))
 
     # --- checkpoints ---------------------------------------------------------------------------------
     def save_to(self, checkpoint: dict[str, Any]) -> None:
@@ -267,7 +273,10 @@ def flatten_state_dict(module: nn.Module, state_dict: dict[str, Any], prefix: st
 
 
 def nest_state_dict(module: nn.Module, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
-    """The load hook that undoes :func:`flatten_state_dict`."""
+    """The load hook that undoes :func:`flatten_state_dict`; a checkpoint from before ``feature_scale`` (pixels
+    only) gets its 1s."""
+    if prefix + "pixel_mean" in state_dict and prefix + "feature_scale" not in state_dict:
+        state_dict[prefix + "feature_scale"] = torch.ones_like(state_dict[prefix + "pixel_mean"])
     for name in TENSORS:
         if prefix + name in state_dict:
             state_dict[prefix + "sweep." + name] = state_dict.pop(prefix + name)

@@ -3,8 +3,8 @@
     trainer = pl.Trainer(max_steps=2000, val_check_interval=500, check_val_every_n_epoch=None)
     trainer.fit(LinearClassifierModule(loss="softmax", lr=[0.1, 0.4], reg=[1e-4, 1e-3]), CIFARDataModule())
 
-Lightning's glue over one sweep: each hook hands its work to SweepState, TrainStep, StepGrouping or
-ConfigShards (``docs/design.md``). Lightning never calls backward: GridSGD applies the hand-derived update.
+Lightning's glue: each hook hands its work to SweepState, TrainStep, StepGrouping or ConfigShards; GridSGD
+applies the hand-derived update (Lightning never calls backward).
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from lit_linear.callbacks.lr_monitor import SweepLearningRateMonitor
 from lit_linear.callbacks.progress import StepProgressBar
-from lit_linear.data.cifar_module import CIFARDataModule
+from lit_linear.data.splits_module import SplitsDataModule
 from lit_linear.data.streams import Batch, TrainBlock
 from lit_linear.errors import SweepDivergedError
-from lit_linear.features.pixels import preprocess
+from lit_linear.features.preprocess import preprocess
 from lit_linear.maths.optim import GridSGD
 from lit_linear.runs.checkpoint_io import use_atomic_checkpoints
 from lit_linear.runs.faults import leave_process_group_at_exit
@@ -97,7 +97,9 @@ class LinearClassifierModule(pl.LightningModule):
         self.sweep = SweepState(configs, loss, w0, halving_factor)
         self.register_state_dict_post_hook(flatten_state_dict)  # checkpoints keep their keys: W, columns, ...
         self.register_load_state_dict_pre_hook(nest_state_dict)
-        self.register_buffer("pixel_mean", torch.zeros(feature_dim - 1))  # (D-1,), set from the data
+        # (D-1,) each: X = inputs * scale - offset (features.preprocess), set from the training data when a fit starts.
+        self.register_buffer("pixel_mean", torch.zeros(feature_dim - 1))  # the offset, named as checkpoints have it
+        self.register_buffer("feature_scale", torch.ones(feature_dim - 1))
         self.test_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
         self.shards = ConfigShards()  # the processes' share of the configs, set for each stage (setup)
         self.grouping = StepGrouping()
@@ -118,16 +120,16 @@ class LinearClassifierModule(pl.LightningModule):
         # Only a fit splits the configs: validate, test and predict score the whole grid on row shards.
         split = resolve_split(self.hparams.split, self.num_configs, trainer.world_size) if stage == "fit" else None
         self.shards = ConfigShards(split or "minibatch", trainer.strategy)
-        if isinstance(datamodule, CIFARDataModule):
+        if isinstance(datamodule, SplitsDataModule):
             datamodule.shard_rows = not self.shards.splits_configs
         self._product_dtype = product_dtype(trainer.precision)
         leave_process_group_at_exit()
         if stage == "fit":
             check_fit_settings(trainer)
             use_atomic_checkpoints(trainer)
-            # The mean of this run's training split; test and predict keep the checkpoint's.
-            if getattr(datamodule, "pixel_mean", None) is not None:
-                self.pixel_mean.copy_(datamodule.pixel_mean)
+            if getattr(datamodule, "feature_offset", None) is not None:  # test and predict keep the checkpoint's
+                self.pixel_mean.copy_(datamodule.feature_offset)
+                self.feature_scale.copy_(datamodule.feature_scale)
             self.grouping.start(trainer, global_step=0)
         if hasattr(datamodule, "class_names"):
             self.class_names = list(datamodule.class_names)
@@ -136,10 +138,8 @@ class LinearClassifierModule(pl.LightningModule):
         self.grouping.restore(self.trainer)
 
     def configure_callbacks(self) -> list[pl.Callback]:
-        """Lightning's tqdm bar made to count SGD steps (:class:`StepProgressBar`, same refresh rate and position),
-        and a LearningRateMonitor made to log each config's rate (:class:`SweepLearningRateMonitor`, same arguments).
-
-        A callback of the user's own kind (another bar, a subclass of the monitor) is theirs to keep."""
+        """Lightning's tqdm bar and LearningRateMonitor made to count SGD steps and log each config's rate (same
+        arguments); a callback of the user's own kind (another bar, a subclass of the monitor) is theirs to keep."""
         callbacks = self.trainer.callbacks
         return StepProgressBar.replacing(callbacks) + SweepLearningRateMonitor.replacing(callbacks)
 
@@ -175,7 +175,7 @@ class LinearClassifierModule(pl.LightningModule):
     # --- training ------------------------------------------------------------------------------
     def _features(self, images: Tensor) -> Tensor:
         """Features ``(N, D)`` in the dtype the products run in (:mod:`lit_linear.training.precision`)."""
-        return preprocess(images, self.pixel_mean, self._product_dtype or self.W.dtype)
+        return preprocess(images, self.pixel_mean, self._product_dtype or self.W.dtype, scale=self.feature_scale)
 
     def on_train_start(self) -> None:
         warn_if_shorter_than_logging(self.trainer, self.trainer.max_steps - self.global_step, self.steps_per_batch)
@@ -194,7 +194,14 @@ class LinearClassifierModule(pl.LightningModule):
         with own_dtypes(self.device):
             for rows, labels in zip(batch.index, batch.labels):
                 closure = self.step_fn.closure(
-                    sweep.W, batch.source, rows, labels, self.pixel_mean, dtype=self._product_dtype, reduce=reduce
+                    sweep.W,
+                    batch.source,
+                    rows,
+                    labels,
+                    self.pixel_mean,
+                    dtype=self._product_dtype,
+                    reduce=reduce,
+                    scale=self.feature_scale,
                 )
                 # Accumulated on the device and read at validation: per-step logging would sync every step.
                 sweep.loss_sum.add_(optimizer.step(closure=closure))  # (K_held,)
@@ -237,16 +244,10 @@ class LinearClassifierModule(pl.LightningModule):
         self._log_results(sweep.conclude(step, latest))
 
     def _log_results(self, results: SweepResult) -> None:
-        top = results.best
         if self.trainer.barebones:  # Lightning refuses self.log in barebones mode
             return
-        # "step" too: the logger plots them at their SGD step. Equal on every process: sync_dist's mean keeps them.
-        self.log("step", float(results.step), sync_dist=True)
-        self.log("val/acc", top.val_acc if top else 0.0, prog_bar=True, sync_dist=True)
-        if top is not None:
-            self.log("train/acc", top.train_acc, sync_dist=True)
-            if top.train_loss is not None:
-                self.log("train/loss", top.train_loss, sync_dist=True)
+        for name, value in results.metrics().items():  # equal on every process: sync_dist's mean keeps them
+            self.log(name, value, prog_bar=name == "val/acc", sync_dist=True)
 
     def _weights_state(self) -> tuple[int, Tensor | None]:
         """The weights' SGD step and the configs frozen as diverged ``(K,)`` (None: not known): in a fit, the
@@ -270,7 +271,7 @@ class LinearClassifierModule(pl.LightningModule):
             print(self.results.table(), flush=True)
             # fast_dev_run writes no files, as everywhere in Lightning.
             if log_dir is not None and not self.trainer.fast_dev_run:
-                self.sweep.write(log_dir, self.pixel_mean, self.class_names)
+                self.sweep.write(log_dir, self.pixel_mean, self.class_names, feature_scale=self.feature_scale)
                 print(f"run written to {os.path.abspath(log_dir)}", flush=True)
         if self.results.best is None:
             raise SweepDivergedError(

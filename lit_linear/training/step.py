@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from lit_linear.errors import ConfigError
-from lit_linear.features.pixels import gather_features
+from lit_linear.features.preprocess import gather_features
 from lit_linear.maths.graphs import CapturedCall
 from lit_linear.maths.grid import grid_gradient, grid_loss_factored
 
@@ -27,27 +27,28 @@ def data_term(
     split: Tensor,
     rows: Tensor,
     labels: Tensor,
-    pixel_mean: Tensor,
+    offset: Tensor,
     *,
     out: Tensor | None = None,
     dtype: torch.dtype | None = None,
+    scale: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """The features of one minibatch and the grid's data loss on it, with its gradient as a factor.
 
     Args:
         loss: ``"svm"`` or ``"softmax"``.
         W: ``(D, K, C)``.
-        split: ``(M, 3072)`` uint8, the training split.
+        split: ``(M, D-1)``, the training split: uint8 pixels or float features.
         rows: ``(n,)`` the minibatch's rows of ``split``.
         labels: ``(n,)`` int64.
-        pixel_mean: ``(3072,)``.
+        offset: ``(D-1,)`` and scale ``(D-1,)``: the normalization (:func:`~lit_linear.features.preprocess.preprocess`).
         out: a ``(n, D)`` buffer for the features, reused from step to step.
         dtype: the features' dtype, which the products run in (:mod:`lit_linear.training.precision`); default W's.
 
     Returns:
         ``(data_loss (K,), X (n, D), dscores (n, K*C))``: what :class:`GridSGD` takes.
     """
-    X = gather_features(split, rows, pixel_mean, dtype or W.dtype, out=out)  # (n, D)
+    X = gather_features(split, rows, offset, dtype=dtype or W.dtype, out=out, scale=scale)  # (n, D)
     data_loss, dscores = grid_loss_factored(loss, W, X, labels)  # (K,), (n, K*C)
     return data_loss, X, dscores
 
@@ -86,10 +87,11 @@ class TrainStep:
         split: Tensor,
         rows: Tensor,
         labels: Tensor,
-        pixel_mean: Tensor,
+        offset: Tensor,
         *,
         dtype: torch.dtype | None,
         reduce: Callable[[Tensor], Tensor] | None = None,
+        scale: Tensor | None = None,
     ) -> Callable[[], Any]:
         """What GridSGD calls: the data loss ``(K,)`` and its gradient on the rows ``rows (n,)`` of ``split``.
 
@@ -108,7 +110,7 @@ class TrainStep:
             # The data term; GridSGD adds the regulariser (its loss and its gradient) itself.
             # Eagerly, one (n, D) feature buffer is reused: a fresh 2.4 MB tensor per step costs page faults.
             out = self._x_buffer if self.fn is data_term else None
-            loss, X, dscores = self.fn(self.loss, W, split, rows, labels, pixel_mean, out=out, dtype=dtype)
+            loss, X, dscores = self.fn(self.loss, W, split, rows, labels, offset, out=out, dtype=dtype, scale=scale)
             self._x_buffer = X
             if reduce is None:
                 return loss, X, dscores  # GridSGD adds X.T @ dscores into W in one product

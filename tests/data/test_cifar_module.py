@@ -24,7 +24,7 @@ from lit_linear.data.cifar import CIFAR100_CLASSES, PIXELS, load_split
 from lit_linear.data.cifar_module import CIFARDataModule
 from lit_linear.data.streams import Batch, EvalBatches, TrainBatches, TrainBlock
 from lit_linear.errors import ConfigError, DataError
-from lit_linear.features.pixels import preprocess
+from lit_linear.features.preprocess import preprocess
 
 
 def fit_dm(data_dir: Path, **kwargs) -> CIFARDataModule:

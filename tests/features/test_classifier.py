@@ -8,7 +8,7 @@ import torch
 
 from lit_linear.errors import DataError
 from lit_linear.features.classifier import LinearClassifier
-from lit_linear.features.pixels import preprocess
+from lit_linear.features.preprocess import preprocess
 
 
 def test_preprocess_scales_subtracts_mean_and_appends_bias():

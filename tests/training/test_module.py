@@ -12,7 +12,7 @@ import torch
 from lightning.pytorch.loggers import CSVLogger
 
 from lit_linear import CIFARDataModule, LinearClassifier, LinearClassifierModule
-from lit_linear.features.pixels import preprocess
+from lit_linear.features.preprocess import preprocess
 from lit_linear.maths.optim import sgd_update
 from lit_linear.training import grouping as steps_module
 from lit_linear.training.step import data_term

@@ -37,7 +37,7 @@ from lit_linear.callbacks.tensorboard.hparams import (
     session_end_summary,
     session_start_summary,
 )
-from lit_linear.callbacks.tensorboard.templates import check_scale, template_grid
+from lit_linear.callbacks.tensorboard.templates import check_scale, is_image_weight, template_grid
 from lit_linear.sweep.configs import config_name
 from lit_linear.sweep.results import SweepResult
 
@@ -121,11 +121,13 @@ class SweepTensorBoard(Callback):
             if config.train_loss is not None:
                 writer.add_scalar("loss/train", config.train_loss, step)
             writer.flush()
-        if self.templates and results.best_index is not None:
-            image = template_grid(
-                pl_module.sweep.weights_of(results.best_index), pl_module.class_names, self.template_scale
-            )
-            _add_png(self._logger.experiment, "templates/best", image, step)
+        if results.best_index is not None:
+            best = pl_module.sweep.weights_of(results.best_index)
+            if self.templates and is_image_weight(best):
+                image = template_grid(best, pl_module.class_names, self.template_scale)
+                _add_png(self._logger.experiment, "templates/best", image, step)
+            elif best is not None:  # features that are no image: the spread of the best config's weights
+                self._logger.experiment.add_histogram("weights/best", best[:-1].detach().float().cpu(), step)
             self._logger.experiment.flush()  # visible now, not at the writer's next periodic flush
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -135,7 +137,7 @@ class SweepTensorBoard(Callback):
         if results is not None:
             for k, (writer, config) in enumerate(zip(self._writers, results.configs)):
                 weights = pl_module.sweep.weights_of(k)  # None for a config that halving stopped: it left W
-                if self.templates and config.status == "ok" and weights is not None:
+                if self.templates and config.status == "ok" and is_image_weight(weights):
                     image = template_grid(weights, pl_module.class_names, self.template_scale)
                     _add_png(writer, "templates", image, results.step)
                 if self._sessions_open:

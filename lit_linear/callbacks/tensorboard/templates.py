@@ -20,6 +20,11 @@ LABEL_HEIGHT = 12  # px strip under each tile for the class name
 PAD = 2  # px between tiles
 
 
+def is_image_weight(W: Tensor | None) -> bool:
+    """Whether ``W (D, C)`` weighs 3x32x32 pixels and a bias (so its columns can be drawn as images)."""
+    return W is not None and W.dim() == 2 and W.shape[0] == 3 * 32 * 32 + 1
+
+
 def class_templates(W: Tensor) -> Tensor:
     """``W (3073, C)`` with its bias row -> ``(C, 3, 32, 32)`` uint8 templates, one min/max for all."""
     if W.dim() != 2 or W.shape[0] != 3 * 32 * 32 + 1:
