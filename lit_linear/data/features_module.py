@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from lightning.pytorch.utilities import rank_zero_info
 
 from lit_linear.data.feature_files import (
     FeatureSplit,
@@ -138,7 +137,8 @@ class FeaturesDataModule(SplitsDataModule):
             val_rows, val_labels = train.features[num_train:], train.labels[num_train:]
         self._set_normalization(train, rows)
         where = "memory-mapped from disk" if train.mapped else f"on the {self._device().type}"
-        rank_zero_info(f"features: {len(labels)} training rows of {train.dim} ({train.features.dtype}), {where}")
+        if self.trainer is None or self.trainer.is_global_zero:
+            print(f"features: {len(labels)} training rows of {train.dim} ({train.features.dtype}), {where}", flush=True)
         self.train_release = train.release if train.mapped else None
         self._set_train_val((rows, labels), (val_rows, val_labels), mapped=train.mapped)
 
