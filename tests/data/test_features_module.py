@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import cli_args, run_main
+from conftest import REPO, cli_args, run_main
 
 from lit_linear import CIFARDataModule, FeaturesDataModule, LinearClassifier
 from lit_linear.cli import main
@@ -164,3 +164,20 @@ def test_normalize_takes_its_three_values_only(tmp_path):
     paths, _ = bad_case(tmp_path, "NaN")  # the option is checked before any file is read
     with pytest.raises(ValueError, match="data.normalize must be one of none, center, standardize"):
         FeaturesDataModule(str(paths["train"]), str(paths["train_labels"]), normalize="whiten")
+
+
+def test_the_shipped_probe_config_runs_on_a_users_files(probe_files, tmp_path):
+    config = str(REPO / "configs" / "probe_sweep.yaml")
+    files = [f"--data.{key}={probe_files[key]}" for key in ("train", "train_labels", "val", "val_labels")]
+    short = [
+        "--trainer.max_steps",
+        "20",
+        "--trainer.val_check_interval",
+        "10",
+        "--trainer.enable_progress_bar",
+        "false",
+    ]
+    root = ["--trainer.default_root_dir", str(tmp_path), "--trainer.accelerator", "cpu"]
+    main(["fit", "--config", config, *files, *short, *root, "--data.batch_size", "20"])
+    results = json.loads((run_folder(tmp_path) / "sweep.json").read_text())
+    assert len(results["configs"]) == 25 and results["best"] is not None
