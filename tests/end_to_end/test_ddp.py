@@ -357,3 +357,39 @@ def test_two_nodes_launched_by_torchrun_equal_one_device(cifar10_dir, tmp_path):
     assert "sweep: 6 configs" in logs[0].read_text()
     assert torch.allclose(last_w(tmp_path / "two"), last_w(tmp_path / "one"), rtol=1e-5, atol=1e-7)
     assert_same_sweep(sweep_json(tmp_path / "one"), sweep_json(tmp_path / "two"))
+
+
+def test_mapped_features_split_by_configs_over_two_processes_equal_one_device(tmp_path):
+    """A probe's memory-mapped features: every process maps the same files and trains its configs on them."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    means = rng.normal(size=(4, 16))
+    files = []
+    for name, rows in (("train", 200), ("val", 60)):
+        labels = np.arange(rows) % 4
+        np.save(tmp_path / f"{name}_x.npy", (means[labels] + rng.normal(0, 2.0, size=(rows, 16))).astype(np.float32))
+        np.save(tmp_path / f"{name}_y.npy", labels)
+        files += [f"--data.{name}={tmp_path / f'{name}_x.npy'}", f"--data.{name}_labels={tmp_path / f'{name}_y.npy'}"]
+    probe = ["--data", "lit_linear.FeaturesDataModule", *files, "--model.lr", "[0.01, 0.05, 0.1]"]
+    common = ["--model.reg", "[0.0, 0.01]", "--data.batch_size", "20", "--trainer.max_steps", "40"]
+    common += ["--trainer.val_check_interval", "20", "--trainer.accelerator", "cpu", "--seed_everything", "0"]
+    common += ["--trainer.enable_progress_bar", "false"]
+    main(["fit", *probe, *common, "--data.mmap", "false", "--trainer.default_root_dir", str(tmp_path / "one")])
+    two = run_cli(
+        "fit",
+        *probe,
+        *common,
+        *TWO,
+        "--data.mmap",
+        "true",
+        "--model.split",
+        "configs",
+        "--trainer.default_root_dir",
+        str(tmp_path / "two"),
+        timeout=600,
+    )
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert two.stdout.count("memory-mapped from disk") == 1, "one line, from rank 0"
+    assert torch.allclose(last_w(tmp_path / "two"), last_w(tmp_path / "one"), rtol=1e-5, atol=1e-7)
+    assert_same_sweep(sweep_json(tmp_path / "one"), sweep_json(tmp_path / "two"))
