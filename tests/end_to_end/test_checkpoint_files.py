@@ -158,3 +158,20 @@ def test_validate_test_and_predict_measure_the_checkpoints_sweep(fitted, cifar10
     if subcommand == "validate":
         _, rows = table_rows(result.stdout)
         assert [float(row[0]) for row in rows] == [0.1, 0.2]
+
+
+# --- the console ------------------------------------------------------------------------------------------
+def test_no_dirpath_warning_from_a_run_off_a_checkpoint(fitted, cifar10_dir, tmp_path, capfd, recwarn):
+    """Lightning's "The dirpath has changed ... won't be reloaded", which no setting can act on, stays silent."""
+    runs = tmp_path / "runs"
+    shutil.copytree(fitted, runs)
+    ckpt = str(last_ckpt(fitted))
+    results = [
+        run_main(capfd, "test", *GRID, "--ckpt_path", "best", *cli_args(cifar10_dir, runs)),
+        run_main(capfd, "predict", *GRID, "--ckpt_path", "best", *cli_args(cifar10_dir, runs)),
+        run_main(capfd, "fit", *GRID, "--ckpt_path", ckpt, *cli_args(cifar10_dir, tmp_path / "new", steps=30)),
+    ]
+    for result in results:
+        assert result.returncode == 0, result.stderr[-3000:]
+    said = [str(w.message) for w in recwarn] + [result.stderr for result in results]
+    assert not [text for text in said if "dirpath has changed" in text]
