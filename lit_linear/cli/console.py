@@ -9,6 +9,9 @@ settings, still print:
 - the prediction loop's search for a sampler's batch indices (PredictionWriter takes each row's
   index from the batch);
 - torch's deprecation of the all_gather that Lightning's ``all_gather`` calls under DDP;
+- "The dirpath has changed from ... won't be reloaded" (the checkpoint callbacks' bookkeeping, on
+  every test or predict from a checkpoint and every resume into another run folder: each run
+  writes its checkpoints into its own folder, and ``--ckpt_path best|last`` finds them there);
 - the tip to install ``litlogger`` (an advertisement, printed on every command);
 - "callbacks returned in configure_callbacks will override ..." (the module's own progress bar
   and learning-rate monitor, which take the place of Lightning's: see the module);
@@ -38,6 +41,7 @@ QUIET_WARNINGS = (
         FutureWarning,
         r"lightning\.fabric\.utilities\.distributed",
     ),
+    (r"The dirpath has changed from ", UserWarning, r"lightning\.pytorch\.callbacks\.model_checkpoint"),
 )
 
 # (start of the message, module that logs it) of Lightning's info lines.

@@ -13,7 +13,9 @@ predictions writer and :class:`~lit_linear.callbacks.interrupts.GracefulStop`; o
 GridSGD's, set by ``model.lr``, ``model.reg`` and ``model.lr_decay``); refuses, before any data is
 read, the Trainer settings a sweep cannot honour (:mod:`lit_linear.training.trainer_flags`); loads checkpoints
 with ``weights_only=True``; resolves ``--ckpt_path best|last`` to the newest such checkpoint under
-``--trainer.default_root_dir`` of a run trained with this run's settings; and ends the process as
+``--trainer.default_root_dir`` of a run trained with this run's settings; refuses a ``--ckpt_path``
+file that is no usable checkpoint (:mod:`lit_linear.runs.checkpoint_file`), and a fit from a
+checkpoint given model options other than the checkpoint's; and ends the process as
 :mod:`lit_linear.runs.faults` says: one ``error:`` line and a status for a user's or the environment's
 fault, 130 or 143 after a stop by Ctrl-C or SIGTERM.
 """
@@ -26,6 +28,7 @@ import sys
 from typing import Any, Literal
 
 import torch
+from jsonargparse import Namespace
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
@@ -39,6 +42,7 @@ from lit_linear.data.splits_module import SplitsDataModule
 from lit_linear.errors import ConfigError, DataError
 from lit_linear.runs import faults
 from lit_linear.runs.atomic import atomic_write_text
+from lit_linear.runs.checkpoint_file import RUN_OPTIONS, check_checkpoint, check_resumed_options, names_a_file
 from lit_linear.runs.find import find_matching_checkpoint
 from lit_linear.sweep.shards import resolve_split
 from lit_linear.training.module import LinearClassifierModule
@@ -152,6 +156,38 @@ class LinearCLI(LightningCLI):
 
     def before_predict(self) -> None:
         self._prepare_checkpoint()
+
+    # --- --ckpt_path FILE, before LightningCLI reads it ---------------------------------------------
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        self._args = args  # parsed again without defaults by _given_model_options
+        super().parse_arguments(parser, args)
+
+    def _parse_ckpt_path(self) -> None:
+        """``--ckpt_path FILE``: the file checked (:func:`check_checkpoint`) before LightningCLI puts the model
+        options it was trained with in place of this run's; a fit refuses given model options other than those."""
+        subcommand = self.config.get("subcommand")
+        ckpt = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if not names_a_file(ckpt):  # best and last are found and checked by _prepare_checkpoint
+            return
+        saved = check_checkpoint(ckpt).get("hyper_parameters") or {}
+        given = self._given_model_options(subcommand)
+        if subcommand == "fit":  # validate, test and predict measure the checkpoint's sweep, whatever was given
+            check_resumed_options(str(ckpt), saved, given)
+        super()._parse_ckpt_path()
+        for key in RUN_OPTIONS:  # how this run runs the sweep is this run's to say
+            if key in given:
+                self.config[f"{subcommand}.model.{key}"] = given[key]
+
+    def _given_model_options(self, subcommand: str) -> dict[str, Any]:
+        """The ``--model.*`` options that the command line and its configs give, defaults left out."""
+        args = self._args
+        if isinstance(args, (dict, Namespace)):
+            given = self.parser.parse_object(args, defaults=False)
+        else:
+            given = self.parser.parse_args(args, defaults=False)
+        model = given.get(f"{subcommand}.model")
+        options = model.as_dict() if isinstance(model, Namespace) else {}
+        return {key: value for key, value in options.items() if not key.startswith("__")}
 
 
 def main(args: list[str] | None = None) -> None:

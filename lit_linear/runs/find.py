@@ -13,33 +13,14 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-import torch
-
 from lit_linear.errors import ConfigError
+from lit_linear.runs.checkpoint_file import CheckpointFault, check_checkpoint, same_setting
 
 # The settings that make two runs the same sweep. Model keys are compared when present in either
 # the checkpoint or this run (``num_configs`` and a ``{low, high}`` form of lr/reg may appear in
 # later versions); the rest (weight_scale, class_names, ...) does not change what a sweep is.
 MODEL_KEYS: tuple[str, ...] = ("loss", "lr", "reg", "num_configs")
 DATA_KEYS: tuple[str, ...] = ("dataset", "train")  # CIFAR's dataset, or the features' training file
-
-
-def _normalise(value: Any) -> Any:
-    """``value`` with ints turned into floats and tuples into lists, recursively.
-
-    So ``lr: [1, 2]`` equals a saved ``(1.0, 2.0)`` (a list may come back from a config or a
-    checkpoint as either), and the message shows both sides in one form. A scalar and a list stay
-    different: one config is not a grid axis. Bools stay bools.
-    """
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int):
-        return float(value)
-    if isinstance(value, (list, tuple)):
-        return [_normalise(v) for v in value]
-    if isinstance(value, Mapping):
-        return {k: _normalise(v) for k, v in value.items()}
-    return value
 
 
 def _differences(group: str, keys: tuple[str, ...], saved: Mapping[str, Any], this: Mapping[str, Any]) -> list[str]:
@@ -50,20 +31,16 @@ def _differences(group: str, keys: tuple[str, ...], saved: Mapping[str, Any], th
             continue
         # A setting a checkpoint does not record (saved before it existed) had its default, None.
         a, b = saved.get(key), this.get(key)
-        if _normalise(a) != _normalise(b):
+        if not same_setting(a, b):
             out.append(f"{group}.{key} {a!r} (this run {b!r})")
     return out
 
 
 def _read_settings(path: str) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
-    """The ``(model, data)`` hyperparameters saved in a checkpoint; raises if it cannot be read.
-
-    ``mmap=True`` leaves the weights on disk: only the small pickled dicts are read.
-    ``weights_only=True`` because the file may come from anywhere under the root folder.
-    """
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    if not isinstance(checkpoint, Mapping):
-        raise ValueError(f"not a Lightning checkpoint (a {type(checkpoint).__name__})")
+    """The ``(model, data)`` hyperparameters saved in a checkpoint; raises :class:`CheckpointFault` if it is not
+    a usable checkpoint (:func:`~lit_linear.runs.checkpoint_file.check_checkpoint`: nothing in it runs, its weights
+    stay on disk)."""
+    checkpoint = check_checkpoint(path)
     model = checkpoint.get("hyper_parameters") or {}
     data = checkpoint.get("datamodule_hyper_parameters") or {}
     return model, data
@@ -106,12 +83,14 @@ def find_matching_checkpoint(root: str, name: str, model: Mapping[str, Any], dat
         run = os.path.relpath(os.path.dirname(os.path.dirname(path)), root)
         try:
             saved_model, saved_data = _read_settings(path)
-        except Exception as e:  # a half-written or foreign file must not hide the other runs
+        except CheckpointFault as e:  # a half-written or foreign file must not hide the other runs
+            seen.append(f"{run}: {_one_line(e.reason)}")
+            continue
+        except Exception as e:
             seen.append(f"{run}: unreadable ({_one_line(e)})")
             continue
-        diffs = _differences("model", MODEL_KEYS, saved_model, model) + _differences(
-            "data", DATA_KEYS, saved_data, data
-        )
+        diffs = _differences("model", MODEL_KEYS, saved_model, model)
+        diffs += _differences("data", DATA_KEYS, saved_data, data)
         if not diffs:
             return path
         seen.append(f"{run}: {', '.join(diffs)}")

@@ -196,12 +196,17 @@ class _Payload:
         return (open, (self.marker, "w"))
 
 
-def test_a_hostile_checkpoint_is_refused_and_its_payload_never_runs(cifar10_dir, tmp_path):
+def test_a_hostile_checkpoint_is_refused_and_its_payload_never_runs(cifar10_dir, tmp_path, capfd):
     marker = tmp_path / "pwned"
     hostile = tmp_path / "hostile.ckpt"
     with open(hostile, "wb") as f:
-        pickle.dump({"state_dict": {}, "payload": _Payload(str(marker))}, f)
+        pickle.dump({"state_dict": {}, "payload": _Payload(str(marker))}, f, protocol=2)
     for subcommand in ("test", "fit"):
-        with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
-            main([subcommand, "--ckpt_path", str(hostile), *cli_args(cifar10_dir, tmp_path / subcommand)])
+        result = run_main(capfd, subcommand, "--ckpt_path", str(hostile), *cli_args(cifar10_dir, tmp_path / subcommand))
+        assert result.returncode == 2 and "Traceback" not in result.stderr
+        (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        assert line == (
+            f"error: --ckpt_path {hostile}: holds Python objects that weights_only loading refuses "
+            "(GLOBAL io.open), so nothing in it may run"
+        )
         assert not marker.exists(), f"the payload ran during {subcommand}"

@@ -24,13 +24,14 @@ def fake_checkpoint(
     data: dict[str, Any] | None = None,
     name: str = "best",
 ) -> str:
-    """``<root>/<run>/checkpoints/<name>.ckpt`` holding only the two hparams dicts, modified at ``mtime``."""
+    """``<root>/<run>/checkpoints/<name>.ckpt`` holding the hparams dicts and no weights, modified at ``mtime``."""
     path = root / run / "checkpoints" / f"{name}.ckpt"
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(
-        {"hyper_parameters": dict(MODEL, **(model or {})), "datamodule_hyper_parameters": dict(DATA, **(data or {}))},
-        path,
-    )
+    hparams = {
+        "hyper_parameters": dict(MODEL, **(model or {})),
+        "datamodule_hyper_parameters": dict(DATA, **(data or {})),
+    }
+    torch.save({"state_dict": {}, "global_step": 0, "pytorch-lightning_version": "2.6.6", **hparams}, path)
     os.utime(path, (mtime, mtime))
     return str(path)
 
@@ -85,7 +86,7 @@ def test_no_match_lists_every_run_and_how_it_differs(tmp_path: Path) -> None:
     assert "\n" not in message
     assert message.startswith(f"--ckpt_path best: no run under {tmp_path.resolve()} was trained with these settings")
     runs = message.split("newest first: ", 1)[1].split("; ")
-    assert runs[0].startswith("lightning_logs/version_2: unreadable (")
+    assert runs[0] == "lightning_logs/version_2: is not a Lightning checkpoint (not a file torch.save writes)"
     assert runs[1] == "lightning_logs/version_1: data.dataset 'cifar100' (this run 'cifar10')"
     assert (
         runs[2] == "lightning_logs/version_0: model.loss 'svm' (this run 'softmax'), model.reg [0.5] (this run 0.001)"
