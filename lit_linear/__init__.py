@@ -9,8 +9,8 @@ from lit_linear.errors import ConfigError, DataError, LitLinearError, SweepDiver
 from lit_linear.features.classifier import LinearClassifier
 from lit_linear.features.preprocess import preprocess
 from lit_linear.maths.gradcheck import grad_check_sparse
-from lit_linear.maths.losses import softmax_loss_vectorized, svm_loss_vectorized
-from lit_linear.maths.naive import softmax_loss_naive, svm_loss_naive
+from lit_linear.maths.losses import l2svm_loss_vectorized, softmax_loss_vectorized, svm_loss_vectorized
+from lit_linear.maths.naive import l2svm_loss_naive, softmax_loss_naive, svm_loss_naive
 from lit_linear.maths.optim import GridSGD
 from lit_linear.training.module import LinearClassifierModule
 
@@ -29,6 +29,8 @@ __all__ = [
     "SweepDivergedError",
     "SweepTensorBoard",
     "grad_check_sparse",
+    "l2svm_loss_naive",
+    "l2svm_loss_vectorized",
     "preprocess",
     "softmax_loss_naive",
     "softmax_loss_vectorized",

@@ -98,7 +98,33 @@ def softmax_scores_grad(scores: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
     return data_loss, probs
 
 
-SCORES_GRAD = {"svm": svm_scores_grad, "softmax": softmax_scores_grad}
+def l2svm_scores_grad(scores: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """One-vs-all squared hinge (L2-SVM, Coates, Lee & Ng's classifier) of a grid's scores and its gradient.
+
+    Each class is its own binary problem with targets ``t_ic = +1`` if ``c == y_i`` else ``-1``:
+    ``L = (1/N) sum_i sum_c max(0, 1 - t_ic s_ic)^2`` and ``dL/ds_ic = -(2/N) t_ic max(0, 1 - t_ic s_ic)``.
+    The square makes it differentiable at the margin. The paper's ``0.5 ||theta||^2 + C L`` is, divided by
+    C, this loss with ``reg = 1 / (2 C)``: its ``C = 100`` is ``reg = 0.005``.
+
+    Args:
+        scores: ``(N, K, C)``; overwritten (it becomes the gradient).
+        y: ``(N,)`` int64.
+
+    Returns:
+        ``(data_loss (K,), dscores (N, K, C))``.
+    """
+    N, K, _ = scores.shape
+    label_index = y.view(N, 1, 1).expand(N, K, 1)  # (N, K, 1)
+    correct = scores.gather(2, label_index)  # (N, K, 1)
+    scores.neg_().scatter_(2, label_index, correct)  # t * s: -s for every class, then s for the true one
+    margins = scores.neg_().add_(1).clamp_min_(0)  # (N, K, C): max(0, 1 - t s)
+    data_loss = torch.mul(margins, margins).sum(dim=(0, 2)) / N  # (K,)
+    dscores = margins.mul_(2.0 / N)  # -(2/N) t m: +(2/N) m for the other classes, -(2/N) m for the true one
+    dscores.scatter_(2, label_index, dscores.gather(2, label_index).neg_())
+    return data_loss, dscores
+
+
+SCORES_GRAD = {"svm": svm_scores_grad, "softmax": softmax_scores_grad, "l2svm": l2svm_scores_grad}
 
 
 # Up to this many columns (K*C), the two training products run about twice as fast on the CPU

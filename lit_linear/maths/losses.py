@@ -119,3 +119,25 @@ def softmax_loss_vectorized(
         ``(loss, dW)``: ``loss`` 0-dim (single) or ``(K,)`` (grid); ``dW`` shaped like ``W``.
     """
     return _vectorized("softmax", W, X, y, reg, layout)
+
+
+def l2svm_loss_vectorized(
+    W: Tensor, X: Tensor, y: Tensor, reg: float | Tensor, *, layout: Layout = "KDC"
+) -> tuple[Tensor, Tensor]:
+    """One-vs-all squared hinge (L2-SVM) and its gradient, no Python loop over rows, classes or configs.
+
+    ``L_i = sum_c max(0, 1 - t_ic s_ic)^2`` with ``t_ic = +1`` for the true class and ``-1`` for the
+    others, averaged over the rows, plus ``reg * sum(W**2)``: Coates, Lee & Ng's classifier
+    (their ``C`` is ``reg = 1 / (2 C)``, :func:`~lit_linear.maths.grid.l2svm_scores_grad`).
+
+    Args:
+        W: ``(D, C)``, or a grid ``(K, D, C)`` / ``(D, K, C)`` as chosen by ``layout``.
+        X: ``(N, D)``.
+        y: ``(N,)`` int64.
+        reg: float, or ``(K,)`` tensor for a grid.
+        layout: how a 3-dim ``W`` is laid out: ``"KDC"`` or ``"DKC"`` (faster; see module doc).
+
+    Returns:
+        ``(loss, dW)``: ``loss`` 0-dim (single) or ``(K,)`` (grid); ``dW`` shaped like ``W``.
+    """
+    return _vectorized("l2svm", W, X, y, reg, layout)

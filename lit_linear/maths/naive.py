@@ -85,3 +85,32 @@ def softmax_loss_naive(W: Tensor, X: Tensor, y: Tensor, reg: float) -> tuple[Ten
     loss = loss / num_train + reg * torch.sum(W * W)
     dW = dW / num_train + 2 * reg * W
     return loss, dW
+
+
+def l2svm_loss_naive(W: Tensor, X: Tensor, y: Tensor, reg: float) -> tuple[Tensor, Tensor]:
+    """One-vs-all squared hinge (L2-SVM) with explicit loops over rows and classes: the readable reference.
+
+    Args:
+        W: ``(D, C)`` weights.
+        X: ``(N, D)`` rows.
+        y: ``(N,)`` labels.
+        reg: L2 strength; adds ``reg * sum(W**2)``.
+
+    Returns:
+        ``(loss, dW)``: a 0-dim tensor and ``(D, C)``.
+    """
+    _check_single(W, X, y)
+    num_train, num_classes = X.shape[0], W.shape[1]
+    loss = torch.zeros((), dtype=W.dtype, device=W.device)
+    dW = torch.zeros_like(W)
+    for i in range(num_train):
+        scores = X[i] @ W  # (C,)
+        for c in range(num_classes):
+            t = 1.0 if c == y[i] else -1.0  # each class is its own binary problem
+            margin = 1 - t * scores[c]
+            if margin > 0:
+                loss += margin * margin
+                dW[:, c] -= 2 * t * margin * X[i]
+    loss = loss / num_train + reg * torch.sum(W * W)
+    dW = dW / num_train + 2 * reg * W
+    return loss, dW

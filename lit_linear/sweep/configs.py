@@ -108,8 +108,8 @@ def check_model_options(options: Mapping[str, Any], seed: int) -> tuple[list[tup
     halving_factor, weight_scale = options["halving_factor"], options["weight_scale"]
     lr_decay, lr_decay_every = options["lr_decay"], options["lr_decay_every"]
     num_classes, feature_dim, class_names = options["num_classes"], options["feature_dim"], options["class_names"]
-    if loss not in ("svm", "softmax"):
-        raise ConfigError(f"model.loss must be one of svm, softmax; got {loss!r}")
+    if loss not in ("svm", "softmax", "l2svm"):
+        raise ConfigError(f"model.loss must be one of svm, softmax, l2svm; got {loss!r}")
     configs = sweep_configs(
         as_axis(lr, "model.lr", allow_zero=False), as_axis(reg, "model.reg", allow_zero=True), num_configs, seed
     )

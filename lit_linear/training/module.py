@@ -71,7 +71,7 @@ class LinearClassifierModule(pl.LightningModule):
 
     def __init__(
         self,
-        loss: Literal["svm", "softmax"] = "softmax",
+        loss: Literal["svm", "softmax", "l2svm"] = "softmax",
         lr: float | list[float] | dict[str, float] = 0.1,
         reg: float | list[float] | dict[str, float] = 1e-3,
         num_configs: int | None = None,

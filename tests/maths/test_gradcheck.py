@@ -17,9 +17,9 @@ import torch
 from torch import Tensor
 
 from lit_linear.maths.gradcheck import grad_check_sparse
-from lit_linear.maths.losses import softmax_loss_vectorized, svm_loss_vectorized
+from lit_linear.maths.losses import l2svm_loss_vectorized, softmax_loss_vectorized, svm_loss_vectorized
 
-LOSSES = {"svm": svm_loss_vectorized, "softmax": softmax_loss_vectorized}
+LOSSES = {"svm": svm_loss_vectorized, "softmax": softmax_loss_vectorized, "l2svm": l2svm_loss_vectorized}
 
 # (N, D, C, K); K=None means a single (D, C) W. Includes the N=1, D=1, C=2 corner.
 PROBLEMS = [(1, 1, 2, None), (10, 5, 3, None), (40, 12, 10, None), (10, 5, 3, 3)]
@@ -44,7 +44,7 @@ def loss_fn(kind: str, X: Tensor, y: Tensor, reg: float):
 # --------------------------------------------------------------------------- right gradients pass
 
 
-@pytest.mark.parametrize("kind", ["svm", "softmax"])
+@pytest.mark.parametrize("kind", ["svm", "softmax", "l2svm"])
 @pytest.mark.parametrize("problem", PROBLEMS)
 @pytest.mark.parametrize("seed", [0, 1])
 def test_correct_gradient_passes_strictly(kind: str, problem: tuple, seed: int) -> None:

@@ -13,12 +13,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lit_linear.maths.losses import softmax_loss_vectorized, svm_loss_vectorized
-from lit_linear.maths.naive import softmax_loss_naive, svm_loss_naive
+from lit_linear.maths.losses import l2svm_loss_vectorized, softmax_loss_vectorized, svm_loss_vectorized
+from lit_linear.maths.naive import l2svm_loss_naive, softmax_loss_naive, svm_loss_naive
 
-NAIVE = {"svm": svm_loss_naive, "softmax": softmax_loss_naive}
-VECTORIZED = {"svm": svm_loss_vectorized, "softmax": softmax_loss_vectorized}
-KINDS = ["svm", "softmax"]
+NAIVE = {"svm": svm_loss_naive, "softmax": softmax_loss_naive, "l2svm": l2svm_loss_naive}
+VECTORIZED = {"svm": svm_loss_vectorized, "softmax": softmax_loss_vectorized, "l2svm": l2svm_loss_vectorized}
+KINDS = ["svm", "softmax", "l2svm"]
 
 # (N, D, C): edge cases C=2, N=1, D=1 (alone and together) and a few ordinary shapes.
 SHAPES = [(1, 1, 2), (1, 5, 3), (6, 1, 4), (4, 3, 2), (9, 7, 5), (32, 17, 10)]
@@ -50,7 +50,13 @@ def reference_loss(kind: str, W: Tensor, X: Tensor, y: Tensor, reg: float) -> Te
     it is multiplied back by C to give the course's (Weston-Watkins) SVM loss.
     """
     scores = X @ W
-    data = F.multi_margin_loss(scores, y, margin=1.0) * W.shape[1] if kind == "svm" else F.cross_entropy(scores, y)
+    if kind == "l2svm":  # one-vs-all targets +-1, squared hinge, summed over classes, mean over rows
+        targets = 2.0 * F.one_hot(y, W.shape[1]).to(W.dtype) - 1.0
+        data = (F.relu(1 - targets * scores) ** 2).sum(dim=1).mean()
+    elif kind == "svm":
+        data = F.multi_margin_loss(scores, y, margin=1.0) * W.shape[1]
+    else:
+        data = F.cross_entropy(scores, y)
     return data + reg * (W * W).sum()
 
 

@@ -41,7 +41,7 @@ def fit(data_dir, root, lr, reg, *, loss="softmax", steps=40, interval=20, preci
     return model, trainer, datamodule
 
 
-@pytest.mark.parametrize("loss", ["svm", "softmax"])
+@pytest.mark.parametrize("loss", ["svm", "softmax", "l2svm"])
 def test_config_trained_in_a_grid_equals_it_trained_alone(cifar10_dir, tmp_path, loss):
     """All configs start from the same W and see the same minibatches: a grid is K separate runs."""
     lrs, regs = [1e-3, 3e-2], [0.0, 1e-2]
