@@ -29,6 +29,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 
 # (message regex, category, module regex) of warnings.
+MODEL_CHECKPOINT = r"lightning\.pytorch\.callbacks\.model_checkpoint"
 QUIET_WARNINGS = (
     (r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning, r"lightning\.pytorch\.utilities\._pytree"),
     (
@@ -42,6 +43,12 @@ QUIET_WARNINGS = (
         r"lightning\.fabric\.utilities\.distributed",
     ),
     (r"The dirpath has changed from ", UserWarning, r"lightning\.pytorch\.callbacks\.model_checkpoint"),
+    # A user's ModelCheckpoint: the module's steps end with the update, so a save after it is the right state.
+    (
+        r"Using ModelCheckpoint with manual optimization",
+        UserWarning,
+        r"lightning\.pytorch\.callbacks\.model_checkpoint",
+    ),
 )
 
 # (start of the message, module that logs it) of Lightning's info lines.

@@ -203,22 +203,32 @@ def test_ckpt_path_best_takes_the_newest_run_of_this_config(cifar10_dir, tmp_pat
     assert "lightning_logs/version_1: model.loss 'svm' (this run 'softmax')" in line
 
 
+def assert_documented(text: str, options: dict[str, str]) -> None:
+    for option, words in options.items():
+        entry = f"\n  {option} "
+        assert entry in text, option
+        block = text[text.index(entry) :][:400]
+        assert words in block, (option, words)
+
+
 def test_help_documents_every_model_and_data_option(capfd):
     result = run_main(capfd, "fit", "--help")
     assert result.returncode == 0
-    for option, words in {
-        "--model.loss": "svm",
-        "--model.lr": "learning rate",
-        "--model.reg": "L2 strength",
-        "--model.lr_decay": "every",
-        "--data.data_dir": "cifar-10-batches-py",
-        "--data.val_ratio": "validation",
-        "--last_checkpoint.every_n_train_steps": "steps between saves",
-    }.items():
-        entry = f"\n  {option} "
-        assert entry in result.stdout, option
-        block = result.stdout[result.stdout.index(entry) :][:400]
-        assert words in block, (option, words)
+    assert_documented(
+        result.stdout,
+        {
+            "--model.loss": "svm",
+            "--model.lr": "learning rate",
+            "--model.reg": "L2 strength",
+            "--model.lr_decay": "every",
+            "--data": "lit_linear.CIFARDataModule",
+            "--last_checkpoint.every_n_train_steps": "steps between saves",
+        },
+    )
+    cifar = run_main(capfd, "fit", "--data.help", "CIFARDataModule")
+    assert_documented(cifar.stdout, {"--data.data_dir": "cifar-10-batches-py", "--data.val_ratio": "validation"})
+    features = run_main(capfd, "fit", "--data.help", "FeaturesDataModule")
+    assert_documented(features.stdout, {"--data.train": ".npy", "--data.normalize": "standardize"})
     assert "--model.num_classes" not in result.stdout, "linked from the data module, not an option"
     assert "--optimizer" not in result.stdout and "--lr_scheduler" not in result.stdout, "GridSGD is the update"
     assert "steps_per_batch" not in result.stdout, "the package groups steps itself"
