@@ -1,11 +1,14 @@
-"""CIFARDataModule: CIFAR splits as uint8 tensors on the training device, minibatches by index.
+"""CIFARDataModule: CIFAR splits on the training device, as uint8 pixels or as extracted features.
 
-Each split is one ``(N, 3072)`` uint8 tensor (4x smaller than float32) on the training device; the
-loaders are :class:`~lit_linear.data.splits_module.SplitsDataModule`'s, the one data path of every input.
+With ``features: pixels`` each split is one ``(N, 3072)`` uint8 tensor (4x smaller than float32); with
+``hog_color`` or ``kmeans`` it is the extractor's float features, extracted once and cached next to the
+data (:mod:`lit_linear.features.extract`), standardized with the training split's statistics. Either
+way the loaders are :class:`~lit_linear.data.splits_module.SplitsDataModule`'s, the one data path.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch
@@ -25,6 +28,7 @@ from lit_linear.data.cifar import (
 )
 from lit_linear.data.splits_module import SplitsDataModule
 from lit_linear.errors import ConfigError, DataError
+from lit_linear.features.extract import FeatureKind, KMeansOptions, build_extractor, extract, extractor_options
 
 
 class CIFARDataModule(SplitsDataModule):
@@ -46,6 +50,13 @@ class CIFARDataModule(SplitsDataModule):
             validation: a fixed random sample, the same at every validation (null: all of them).
             Like CS231n's solver, which samples the training set for this; 10,000 images give the
             full-set figure within about half a point at a quarter of the cost.
+        features: what the classifier reads: ``pixels`` (the course's preprocessing), ``hog_color`` (the
+            course's HOG + hue histogram, 154 features) or ``kmeans`` (Coates, Lee & Ng: 4 x
+            ``kmeans.num_centroids`` features). Extracted features are standardized with the training
+            split's statistics and cached; the extractor is fitted on the training split only.
+        kmeans: the k-means extractor's settings (``--data.kmeans.num_centroids 4000``, ...).
+        feature_cache: the folder extracted features are kept in; null: ``lit_linear_features/`` beside the
+            CIFAR folder.
     """
 
     def __init__(
@@ -58,17 +69,27 @@ class CIFARDataModule(SplitsDataModule):
         seed: int = 0,
         eval_batch_size: int = 1000,
         train_eval_size: int | None = 10000,
+        features: FeatureKind = "pixels",
+        kmeans: KMeansOptions = KMeansOptions(),  # noqa: B008 (a frozen set of defaults, never changed)
+        feature_cache: str | None = None,
     ) -> None:
         super().__init__()
         if dataset not in SPECS:
             raise ConfigError(f"data.dataset must be one of {', '.join(SPECS)}, got {dataset!r}")
+        if features not in ("pixels", "hog_color", "kmeans"):
+            raise ConfigError(f"data.features must be one of pixels, hog_color, kmeans; got {features!r}")
+        kmeans.check()
         self.spec = get_spec(dataset)
         self._check_common(batch_size, val_ratio, eval_batch_size, train_eval_size)
         # logger=False: Lightning would log these to TensorBoard as an HParams session of the main
         # run (with its hp_metric placeholder); the sweep's configs each have their own session.
-        self.save_hyperparameters(logger=False)
+        # The k-means settings as a dict: checkpoints hold only what weights_only loading reads back.
+        self.save_hyperparameters(logger=False, ignore=["kmeans"])
+        self.hparams["kmeans"] = dataclasses.asdict(kmeans)
         self.data_dir = Path(data_dir)
         self._class_names = list(self.spec.class_names)
+        self.extractor_options = extractor_options(features, kmeans) if features != "pixels" else None
+        self.extractor = None  # the fitted extractor, once the features are extracted (best_model.pt holds it)
 
     @property
     def pixel_mean(self) -> Tensor | None:
@@ -87,8 +108,10 @@ class CIFARDataModule(SplitsDataModule):
 
     @property
     def feature_dim(self) -> int:
-        """Features per image after preprocessing: 3072 pixels and the bias column."""
-        return PIXELS + 1
+        """Features per image and the bias column: 3072 pixels + 1, or the extractor's features + 1."""
+        if self.extractor_options is None:
+            return PIXELS + 1
+        return build_extractor(self.hparams.features, self.extractor_options).out_features + 1
 
     # --- files -------------------------------------------------------------------------------
     def _folder(self) -> Path | None:
@@ -130,17 +153,43 @@ class CIFARDataModule(SplitsDataModule):
         if stage in ("fit", "validate") and self.train_images is None:
             self._setup_train_val(folder)
         if stage in ("test", "predict") and self.test_images is None:
-            self._set_test(load_split(folder, self.spec, "test"))
+            test = load_split(folder, self.spec, "test")
+            self._set_test(test if self.extractor_options is None else self._extracted(folder)[2:])
 
-    def _setup_train_val(self, folder: Path) -> None:
-        images, labels = load_split(folder, self.spec, "train")
-        num_val = int(round(len(labels) * self.hparams.val_ratio))
-        if not 0 < num_val < len(labels):
+    def _num_train(self, num_images: int) -> int:
+        num_val = int(round(num_images * self.hparams.val_ratio))
+        if not 0 < num_val < num_images:
             raise ConfigError(
-                f"data.val_ratio={self.hparams.val_ratio} leaves {num_val} of {len(labels)} images for validation; "
+                f"data.val_ratio={self.hparams.val_ratio} leaves {num_val} of {num_images} images for validation; "
                 "both splits must be non-empty"
             )
-        num_train = len(labels) - num_val
+        return num_images - num_val
+
+    def _extracted(self, folder: Path) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``(train features (50000, F), labels, test features (10000, F), labels)``: extracted once, cached on
+        disk (the extractor fitted on the training split's images only)."""
+        train, train_labels = load_split(folder, self.spec, "train")
+        test, test_labels = load_split(folder, self.spec, "test")
+        cache = self.hparams.feature_cache or folder.parent / "lit_linear_features"
+        features, self.extractor = extract(
+            self.hparams.features,
+            self.extractor_options,
+            torch.cat([train, test]),
+            self._num_train(len(train_labels)),
+            folder=cache,
+            device=self._device(),
+        )
+        return features[: len(train)], train_labels, features[len(train) :], test_labels
+
+    def _setup_train_val(self, folder: Path) -> None:
+        if self.extractor_options is not None:
+            features, labels, _, _ = self._extracted(folder)
+            num_train = self._num_train(len(labels))
+            self._normalize(features[:num_train], "standardize")
+            self._set_train_val((features[:num_train], labels[:num_train]), (features[num_train:], labels[num_train:]))
+            return
+        images, labels = load_split(folder, self.spec, "train")
+        num_train = self._num_train(len(labels))
         train_images = images[:num_train]
         # Per-channel mean of the training rows only (the course subtracts the mean RGB colour),
         # broadcast to every pixel of its channel.

@@ -11,13 +11,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-import torch
-
 from lit_linear.data.feature_files import (
-    FeatureSplit,
     check_labels,
     check_same_dim,
-    feature_statistics,
     infer_num_classes,
     load_split,
     read_class_names,
@@ -27,7 +23,6 @@ from lit_linear.errors import ConfigError
 
 Normalize = Literal["none", "center", "standardize"]
 NORMALIZE = ("none", "center", "standardize")
-STATS_BYTES = 64 << 20  # how much of the training split one pass of the statistics reads at a time
 
 
 class FeaturesDataModule(SplitsDataModule):
@@ -135,24 +130,9 @@ class FeaturesDataModule(SplitsDataModule):
             num_train = train.num_rows - round(train.num_rows * self.hparams.val_ratio)
             rows, labels = train.features[:num_train], train.labels[:num_train]
             val_rows, val_labels = train.features[num_train:], train.labels[num_train:]
-        self._set_normalization(train, rows)
+        self._normalize(rows, self.hparams.normalize, train.release if train.mapped else None)
         where = "memory-mapped from disk" if train.mapped else f"on the {self._device().type}"
         if self.trainer is None or self.trainer.is_global_zero:
             print(f"features: {len(labels)} training rows of {train.dim} ({train.features.dtype}), {where}", flush=True)
         self.train_release = train.release if train.mapped else None
         self._set_train_val((rows, labels), (val_rows, val_labels), mapped=train.mapped)
-
-    def _set_normalization(self, train: FeatureSplit, rows: torch.Tensor) -> None:
-        """``feature_offset`` and ``feature_scale`` from the training rows, as ``data.normalize`` asks."""
-        dim, normalize = train.dim, self.hparams.normalize
-        self.feature_scale = torch.ones(dim)
-        if normalize == "none":
-            self.feature_offset = torch.zeros(dim)
-            return
-        chunk = max(1, STATS_BYTES // (dim * train.features.element_size()))
-        mean, std = feature_statistics(rows, chunk_rows=chunk, release=train.release if train.mapped else None)
-        if normalize == "center":
-            self.feature_offset = mean
-        else:  # X = (x - mean) / std = x * (1 / std) - mean / std
-            self.feature_scale = 1.0 / std
-            self.feature_offset = mean / std

@@ -10,6 +10,7 @@ Subclasses read their files in ``setup`` and call :meth:`_set_train_val` and :me
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import lightning.pytorch as pl
@@ -17,8 +18,11 @@ import torch
 from lightning.pytorch.utilities import CombinedLoader
 from torch import Tensor
 
+from lit_linear.data.feature_files import feature_statistics
 from lit_linear.data.streams import Batch, EvalBatches, GatheredBlocks, TrainBatches, TrainBlock
 from lit_linear.errors import ConfigError, check_count
+
+STATS_BYTES = 64 << 20  # how much of a training split one pass of the statistics reads at a time
 
 
 class SplitsDataModule(pl.LightningDataModule):
@@ -57,6 +61,23 @@ class SplitsDataModule(pl.LightningDataModule):
         check_count(eval_batch_size, "data.eval_batch_size")
         if train_eval_size is not None:
             check_count(train_eval_size, "data.train_eval_size", "integer or null (all)")
+
+    def _normalize(self, rows: Tensor, normalize: str, release: Callable[[], None] | None = None) -> None:
+        """``feature_offset`` and ``feature_scale`` ``(D-1,)`` from the training ``rows (N, D-1)`` of float features:
+        ``none`` (offset 0), ``center`` (the mean) or ``standardize`` (``x * (1 / std) - mean / std``), the statistics
+        read a chunk of rows at a time (``release`` gives a map's pages back after each)."""
+        dim = rows.shape[1]
+        self.feature_scale = torch.ones(dim)
+        if normalize == "none":
+            self.feature_offset = torch.zeros(dim)
+            return
+        chunk = max(1, STATS_BYTES // (dim * rows.element_size()))
+        mean, std = feature_statistics(rows, chunk_rows=chunk, release=release)
+        if normalize == "center":
+            self.feature_offset = mean
+        else:
+            self.feature_scale = 1.0 / std
+            self.feature_offset = mean / std
 
     def _device(self) -> torch.device:
         return self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from lit_linear.errors import DataError
+from lit_linear.features.extract import build_extractor
 from lit_linear.features.preprocess import preprocess
 from lit_linear.runs.atomic import atomic_torch_save
 
@@ -32,6 +33,8 @@ class LinearClassifier(nn.Module):
         info: free-form facts about the training run (loss, lr, reg, accuracies), saved alongside.
         feature_scale: ``(D-1,)`` each float feature's factor (``1 / std`` when the probe standardized its
             features); None: 1. Pixels are scaled by 1 / 255 whatever it holds.
+        extractor: the module that turns raw uint8 images into the features the weight reads (HOG + colour,
+            k-means; :func:`~lit_linear.features.extract.build_extractor`); None: the inputs are the features.
     """
 
     def __init__(
@@ -42,6 +45,7 @@ class LinearClassifier(nn.Module):
         info: dict[str, Any] | None = None,
         *,
         feature_scale: Tensor | None = None,
+        extractor: nn.Module | None = None,
     ) -> None:
         super().__init__()
         if weight.dim() != 2 or weight.shape[0] != pixel_mean.shape[0] + 1:
@@ -55,12 +59,15 @@ class LinearClassifier(nn.Module):
         self.register_buffer("pixel_mean", pixel_mean.detach().clone().to(weight.dtype))
         scale = None if feature_scale is None else feature_scale.detach().clone().to(weight.dtype)
         self.register_buffer("feature_scale", scale)
+        self.extractor = extractor
         self.class_names = list(class_names)
         self.info = dict(info or {})
 
     def forward(self, inputs: Tensor) -> Tensor:
         """Class scores ``(N, C)`` of raw uint8 images ``(N, 3, 32, 32)`` or ``(N, 3072)``, or features ``(N, D-1)``."""
         inputs = inputs.to(self.weight.device)
+        if self.extractor is not None:
+            inputs = self.extractor(inputs)  # (N, F) float features of the raw images
         return preprocess(inputs, self.pixel_mean, scale=self.feature_scale) @ self.weight
 
     @torch.no_grad()
@@ -79,6 +86,9 @@ class LinearClassifier(nn.Module):
         }
         if self.feature_scale is not None and not bool((self.feature_scale == 1).all()):  # 1s: the format of pixels
             payload["feature_scale"] = self.feature_scale.cpu()
+        if self.extractor is not None:  # rebuilt by name on load: no code is pickled
+            state = {k: v.cpu() for k, v in self.extractor.state_dict().items()}
+            payload["extractor"] = {"kind": self.extractor.kind, "options": self.extractor.options, "state": state}
         atomic_torch_save(payload, path)
 
     @classmethod
@@ -98,4 +108,12 @@ class LinearClassifier(nn.Module):
             payload["class_names"],
             payload.get("info"),
             feature_scale=payload.get("feature_scale"),
+            extractor=_extractor(payload.get("extractor")),
         )
+
+
+def _extractor(saved: dict[str, Any] | None) -> nn.Module | None:
+    """The extractor a classifier file describes (its kind, options and tensors), built again; None: none."""
+    if saved is None:
+        return None
+    return build_extractor(saved["kind"], saved["options"], saved["state"])

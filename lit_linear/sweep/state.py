@@ -35,9 +35,6 @@ from lit_linear.maths.optim import GridSGD
 from lit_linear.sweep.metrics import GridAccuracy
 from lit_linear.sweep.results import ConfigResult, SweepResult
 
-# The tensors of a SweepState, saved at the top of the module's state dict as earlier versions did.
-TENSORS = ("W", "best_index", "columns", "loss_sum", "loss_steps")
-
 
 class SweepState(nn.Module):
     """The sweep's configs, the weights of those still training, their statistics and the sweep's decisions.
@@ -221,26 +218,33 @@ class SweepState(nn.Module):
             )
         return k
 
-    def classifier(
-        self, k: int, pixel_mean: Tensor, class_names: Sequence[str], *, feature_scale: Tensor | None = None
-    ) -> LinearClassifier:
+    def classifier(self, k: int, pixel_mean: Tensor, class_names: Sequence[str], **inputs: Any) -> LinearClassifier:
         """Config ``k`` as a standalone classifier, with its results of the last validation when it was the best;
-        ``pixel_mean`` and ``feature_scale``: the inputs' normalization (:class:`LinearClassifier`)."""
+        ``pixel_mean`` and ``inputs`` (``feature_scale``, ``extractor``): how it reads its inputs
+        (:class:`LinearClassifier`)."""
         lr, reg = self.configs[k]
         info: dict[str, Any] = {"loss": self.loss, "lr": lr, "reg": reg}
         if self.results is not None and self.results.best_index == k:
             info.update(
                 train_acc=self.results.best.train_acc, val_acc=self.results.best.val_acc, step=self.results.step
             )
-        return LinearClassifier(self.weights_of(k), pixel_mean, class_names, info, feature_scale=feature_scale)
+        return LinearClassifier(self.weights_of(k), pixel_mean, class_names, info, **inputs)
 
     def write(
-        self, folder: str, pixel_mean: Tensor, class_names: Sequence[str], *, feature_scale: Tensor | None = None
+        self,
+        folder: str,
+        pixel_mean: Tensor,
+        class_names: Sequence[str],
+        *,
+        scale: Tensor | None = None,
+        extractor: nn.Module | None = None,
     ) -> None:
-        """``sweep.json`` and, unless every config diverged, the best config's ``best_model.pt`` into ``folder``."""
+        """``sweep.json`` and, unless every config diverged, the best config's ``best_model.pt`` into ``folder``;
+        ``pixel_mean``, ``scale`` and ``extractor``: how the inputs become features (:class:`LinearClassifier`)."""
         self.results.write_json(os.path.join(folder, "sweep.json"))
         if self.results.best is not None:
-            best = self.classifier(self.best(), pixel_mean, class_names, feature_scale=feature_scale)
+            inputs = {"feature_scale": scale, "extractor": extractor}
+            best = self.classifier(self.best(), pixel_mean, class_names, **inputs)
             best.save(os.path.join(folder, "best_model.pt"))
 
     # --- checkpoints ---------------------------------------------------------------------------------
@@ -263,23 +267,6 @@ class SweepState(nn.Module):
         self.stopped = _results_by_config(checkpoint.get("stopped_configs", []))
         pending = checkpoint.get("pending_halving")
         self.pending_halving = _results_by_config(pending) if pending is not None else None
-
-
-def flatten_state_dict(module: nn.Module, state_dict: dict[str, Any], prefix: str, local_metadata: Any) -> None:
-    """A state-dict hook of the module that holds a SweepState as ``sweep``: its tensors at the module's top level."""
-    for name in TENSORS:
-        if prefix + "sweep." + name in state_dict:
-            state_dict[prefix + name] = state_dict.pop(prefix + "sweep." + name)
-
-
-def nest_state_dict(module: nn.Module, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
-    """The load hook that undoes :func:`flatten_state_dict`; a checkpoint from before ``feature_scale`` (pixels
-    only) gets its 1s."""
-    if prefix + "pixel_mean" in state_dict and prefix + "feature_scale" not in state_dict:
-        state_dict[prefix + "feature_scale"] = torch.ones_like(state_dict[prefix + "pixel_mean"])
-    for name in TENSORS:
-        if prefix + name in state_dict:
-            state_dict[prefix + "sweep." + name] = state_dict.pop(prefix + name)
 
 
 def _saved_results(results: dict[int, ConfigResult]) -> list[dict[str, Any]]:

@@ -26,17 +26,19 @@ from lit_linear.features.preprocess import preprocess
 from lit_linear.maths.optim import GridSGD
 from lit_linear.runs.checkpoint_io import use_atomic_checkpoints
 from lit_linear.runs.faults import leave_process_group_at_exit
+from lit_linear.sweep.checkpoint_keys import flatten_state_dict, nest_state_dict
 from lit_linear.sweep.configs import check_model_options, check_same_sweep
 from lit_linear.sweep.results import SweepResult
 from lit_linear.sweep.shards import ConfigShards, Split, resolve_split
-from lit_linear.sweep.state import SweepState, flatten_state_dict, nest_state_dict
+from lit_linear.sweep.state import SweepState
+from lit_linear.training.best_config import BestConfigSteps
 from lit_linear.training.grouping import StepGrouping, warn_if_shorter_than_logging
 from lit_linear.training.precision import own_dtypes, product_dtype
 from lit_linear.training.step import TrainStep, check_cuda_graph
 from lit_linear.training.trainer_flags import check_fit_settings
 
 
-class LinearClassifierModule(pl.LightningModule):
+class LinearClassifierModule(BestConfigSteps, pl.LightningModule):
     """A grid of linear classifiers (SVM or softmax) trained together with hand-written SGD.
 
     Args:
@@ -271,30 +273,13 @@ class LinearClassifierModule(pl.LightningModule):
             print(self.results.table(), flush=True)
             # fast_dev_run writes no files, as everywhere in Lightning.
             if log_dir is not None and not self.trainer.fast_dev_run:
-                self.sweep.write(log_dir, self.pixel_mean, self.class_names, feature_scale=self.feature_scale)
+                extractor = getattr(self.trainer.datamodule, "extractor", None)  # best_model.pt reads raw images
+                self.sweep.write(
+                    log_dir, self.pixel_mean, self.class_names, scale=self.feature_scale, extractor=extractor
+                )
                 print(f"run written to {os.path.abspath(log_dir)}", flush=True)
         if self.results.best is None:
             raise SweepDivergedError(
                 f"every one of the {self.num_configs} configs diverged (non-finite loss or weights), so no "
                 f"best_model.pt was written; try learning rates below model.lr = {self.hparams.lr}"
             )
-
-    # --- test and predict: the best config only ------------------------------------------------
-    def _best_scores(self, images: Tensor) -> Tensor:
-        with own_dtypes(self.device):
-            X = self._features(images)  # (n, D)
-            return X @ self.sweep.weights_of(self.sweep.best()).to(X.dtype)  # (n, C)
-
-    def test_step(self, batch, batch_idx: int) -> None:
-        self.test_acc.update(self._best_scores(batch.images).argmax(dim=1), batch.labels)
-        if not self.trainer.barebones:  # Lightning refuses self.log in barebones mode
-            self.log("test/acc", self.test_acc)
-
-    def on_test_end(self) -> None:
-        log_dir = self.trainer.log_dir  # a collective under DDP: every rank asks
-        if self.trainer.is_global_zero and log_dir is not None and self.trainer.loggers:
-            print(f"test results logged to {os.path.abspath(log_dir)}", flush=True)
-
-    def predict_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> tuple[Tensor, Tensor, Tensor]:
-        """``(row index (n,), predicted label (n,), true label (n,))`` of the best config."""
-        return batch.index, self._best_scores(batch.images).argmax(dim=1), batch.labels
