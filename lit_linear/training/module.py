@@ -260,6 +260,9 @@ class LinearClassifierModule(BestConfigSteps, pl.LightningModule):
         return self._loaded or (self.global_step, None)
 
     def on_validation_end(self) -> None:
+        # "step" (the x-axis of the logged metrics) would otherwise stay in callback_metrics, where a
+        # ModelCheckpoint reads it to name later files: step=500 for a save at step 1000. Callbacks ran first.
+        self.trainer.callback_metrics.pop("step", None)
         # fit prints its table when it ends (on_fit_end); validate, once its one validation ends.
         if self.trainer.state.fn == "validate" and self.trainer.is_global_zero and self.results is not None:
             print(self.results.table(), flush=True)

@@ -183,6 +183,22 @@ def test_a_users_own_model_checkpoint_is_kept(cifar10_dir, tmp_path):
     assert (run_folder(tmp_path) / "checkpoints" / "last.ckpt").is_file()
 
 
+def test_a_users_model_checkpoint_every_n_steps_names_each_file_by_its_step_and_resumes_from_it(cifar10_dir, tmp_path):
+    """The logged "step" (the metrics' x-axis) once named every later save after the last validation's step."""
+    every = ["--trainer.callbacks", "ModelCheckpoint", "--trainer.callbacks.dirpath", str(tmp_path / "every")]
+    every += ["--trainer.callbacks.every_n_train_steps", "10", "--trainer.callbacks.save_top_k", "-1"]
+    main(["fit", *GRID, *cli_args(cifar10_dir, tmp_path / "straight", *every)])
+    saved = {p.name: torch.load(p, weights_only=True)["global_step"] for p in (tmp_path / "every").glob("*.ckpt")}
+    assert saved == {f"epoch=0-step={step}.ckpt": step for step in (10, 20, 30, 40)}
+    mid = str(tmp_path / "every" / "epoch=0-step=30.ckpt")
+    main(["fit", *GRID, *cli_args(cifar10_dir, tmp_path / "resumed"), "--ckpt_path", mid])
+    W = [
+        torch.load(run_folder(tmp_path / r) / "checkpoints" / "last.ckpt")["state_dict"]["W"]
+        for r in ("straight", "resumed")
+    ]
+    assert torch.equal(*W)
+
+
 def test_max_time_stops_the_fit(cifar10_dir, tmp_path):
     main(["fit", *GRID, *cli_args(cifar10_dir, tmp_path, steps=10**7), "--trainer.max_time", "00:00:00:02"])
     assert 0 < sweep(run_folder(tmp_path))["step"] < 10**7
