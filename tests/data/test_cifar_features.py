@@ -49,3 +49,17 @@ def test_a_second_fit_reads_the_cache_and_another_setting_builds_anew(cifar10_di
     assert len(entries) == 1 and len(after) == 2
     A, B = (torch.load(run(tmp_path / r) / "checkpoints" / "last.ckpt")["state_dict"]["W"] for r in "ab")
     assert torch.equal(A, B), "the cached features train as the extracted ones"
+
+
+def test_tensorboard_shows_the_kmeans_dictionary_and_no_class_templates(cifar10_dir, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cache = ["--data.feature_cache", str(tmp_path / "cache")]
+    board = ["--trainer.callbacks+=lit_linear.SweepTensorBoard"]
+    main(["fit", *cli_args(cifar10_dir, tmp_path, *KMEANS, *cache, *board, steps=20)])
+    events = EventAccumulator(str(run(tmp_path)), size_guidance={"images": 0})
+    events.Reload()
+    assert "features/dictionary" in events.Tags()["images"] and "templates/best" not in events.Tags()["images"]
+    (image,) = events.Images("features/dictionary")
+    side = 3 * (5 * 3 + 4)  # 3 x 3 tiles of 5 pixels, 1-pixel padding, drawn 3 times larger
+    assert (image.width, image.height) == (side, side)

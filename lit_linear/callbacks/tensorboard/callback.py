@@ -17,10 +17,12 @@ main run has no HParams session: the module and data module save their hyperpara
 from __future__ import annotations
 
 import io
+import math
 import os
 from typing import Any
 
 import lightning.pytorch as pl
+import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
@@ -28,6 +30,7 @@ from PIL import Image
 from tensorboard.compat.proto import summary_pb2
 from torch import Tensor
 from torch.utils.tensorboard import SummaryWriter
+from torchvision.utils import make_grid
 
 from lit_linear.callbacks.tensorboard.hparams import (
     STATUS_FAILURE,
@@ -100,6 +103,13 @@ class SweepTensorBoard(Callback):
         ]
         if self.hparams:
             self._start_sessions(trainer, pl_module)
+        extractor = getattr(trainer.datamodule, "extractor", None)
+        if self.templates and hasattr(extractor, "dictionary_image"):  # k-means: the centroids, as in the paper
+            tiles = extractor.dictionary_image()  # (K, 3, ps, ps) in [0, 1]
+            grid = make_grid(tiles, nrow=math.ceil(math.sqrt(len(tiles))), padding=1, pad_value=1.0)
+            image = (grid * 255).round().to(torch.uint8)
+            image = image.repeat_interleave(self.template_scale, 1).repeat_interleave(self.template_scale, 2)
+            _add_png(self._logger.experiment, "features/dictionary", image, trainer.global_step)
         if self.text:
             config_file = os.path.join(log_dir, "config.yaml")
             if os.path.isfile(config_file):
