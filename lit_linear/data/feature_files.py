@@ -26,7 +26,7 @@ from lit_linear.errors import ConfigError, DataError
 
 SUFFIXES = (".npy", ".pt")
 FEATURE_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-SCAN_BYTES = 64 << 20  # how much of a mapped split the NaN scan reads at a time
+SCAN_BYTES = 16 << 20  # how much of a mapped split the NaN scan reads at a time (bounds its temporaries)
 NPY_MAGIC = b"\x93NUMPY"
 
 

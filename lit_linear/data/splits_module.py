@@ -19,10 +19,11 @@ from lightning.pytorch.utilities import CombinedLoader
 from torch import Tensor
 
 from lit_linear.data.feature_files import feature_statistics
-from lit_linear.data.streams import Batch, EvalBatches, GatheredBlocks, TrainBatches, TrainBlock
+from lit_linear.data.streams import Batch, EvalBatches, GatheredBlocks, TrainBatches, TrainBlock, gather_rows
 from lit_linear.errors import ConfigError, check_count
 
-STATS_BYTES = 64 << 20  # how much of a training split one pass of the statistics reads at a time
+# The float64 rows one pass of the statistics holds: its temporaries (a copy, the squared deviations) stay small.
+STATS_BYTES = 32 << 20
 
 
 class SplitsDataModule(pl.LightningDataModule):
@@ -71,7 +72,7 @@ class SplitsDataModule(pl.LightningDataModule):
         if normalize == "none":
             self.feature_offset = torch.zeros(dim)
             return
-        chunk = max(1, STATS_BYTES // (dim * rows.element_size()))
+        chunk = max(1, STATS_BYTES // (dim * 8))
         mean, std = feature_statistics(rows, chunk_rows=chunk, release=release)
         if normalize == "center":
             self.feature_offset = mean
@@ -97,7 +98,8 @@ class SplitsDataModule(pl.LightningDataModule):
         else:
             # A fixed sample (its own seed, sorted): the same rows at every validation and in every run.
             rows = torch.randperm(num_train, generator=torch.Generator().manual_seed(0))[:size].sort().values
-            self.train_eval_images = self.train_images.index_select(0, rows.to(self.train_images.device)).to(device)
+            sample = gather_rows(self.train_images, rows.to(self.train_images.device), self.train_release)
+            self.train_eval_images = sample.to(device)
             self.train_eval_labels = self.train_labels.index_select(0, rows.to(self.train_labels.device)).to(device)
 
     def _set_test(self, test: tuple[Tensor, Tensor], *, mapped: bool = False) -> None:
