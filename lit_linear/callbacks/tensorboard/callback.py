@@ -91,10 +91,17 @@ class SweepTensorBoard(Callback):
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # Lightning runs this before the module's own hook, where a halving takes the configs it stops out
-        # of W: holding on to W as it is now lets on_validation_end draw them. A reference, not a copy: the
-        # halving makes a new W, and no step changes this one before on_validation_end.
-        if self._logger is not None and self.templates and not trainer.sanity_checking:
-            self._held = (pl_module.sweep.columns.tolist(), pl_module.sweep.W)
+        # of W: holding on to W as it is now lets on_validation_end draw them. On one process a reference,
+        # not a copy: the halving makes a new W, and no step changes this one before on_validation_end.
+        sweep = pl_module.sweep
+        halving = sweep.halving_factor is not None and trainer.state.fn == "fit" and not trainer.sanity_checking
+        logged = any(isinstance(lg, TensorBoardLogger) for lg in trainer.loggers)  # the same on every rank
+        if not (self.templates and halving and logged and trainer.global_step < trainer.max_steps):
+            return
+        # Split by configs, every rank takes part and rank 0 gets the whole sweep, as one device holds it.
+        columns, W = pl_module.shards.gather(sweep.columns, sweep.W.detach().transpose(0, 1))  # W (K_held, D, C)
+        if self._logger is not None:
+            self._held = (columns.tolist(), W.transpose(0, 1))
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         results: SweepResult | None = pl_module.sweep.results
@@ -178,8 +185,7 @@ class SweepTensorBoard(Callback):
 
 
 def _column(held: tuple[list[int], Tensor] | None, k: int) -> Tensor | None:
-    """``W_k (D, C)`` of config ``k`` from a held ``(columns, W (D, K_held, C))``; None where it is not held
-    (on rank 0 of a fit split by configs, the configs other processes train)."""
+    """``W_k (D, C)`` of config ``k`` from a held ``(columns, W (D, K_held, C))``; None where none is held."""
     if held is None or k not in held[0]:
         return None
     columns, W = held
