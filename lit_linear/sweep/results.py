@@ -33,12 +33,18 @@ class ConfigResult:
 
 @dataclass(frozen=True)
 class SweepResult:
-    """All configs of a sweep after a validation, and which one is best (None if all diverged)."""
+    """All configs of a sweep after a validation, and which one is best (None if all diverged).
+
+    ``search``: the configs were drawn from a range, so their order says nothing: the tables list
+    them best first (:meth:`order`). A grid's tables keep its lr x reg order. ``sweep.json`` keeps
+    the configs' own order either way.
+    """
 
     loss: str
     step: int
     configs: tuple[ConfigResult, ...]
     best_index: int | None
+    search: bool = False
 
     @property
     def best(self) -> ConfigResult | None:
@@ -77,15 +83,40 @@ class SweepResult:
             c.update({k: finite(v) for k, v in c.items()})
         atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
+    def order(self) -> list[int]:
+        """The configs in the tables' order: a grid's own; a search's best first.
+
+        A search ranks its configs as successive halving did: those that trained further first
+        (a config stopped at a halving lost to every config kept there), then by val accuracy,
+        then by lower train loss (none measured: last); diverged configs come last. The best
+        config is therefore the first row.
+        """
+        if not self.search:
+            return list(range(len(self.configs)))
+
+        def rank(k: int) -> tuple:
+            c = self.configs[k]
+            reached = c.stopped_at if c.status == "stopped" else self.step
+            loss = math.inf if c.train_loss is None or math.isnan(c.train_loss) else c.train_loss
+            return (c.status == "diverged", -reached, -c.val_acc, loss, k)
+
+        return sorted(range(len(self.configs)), key=rank)
+
     def table(self) -> str:
-        """The results as aligned text, one config per line, the best one marked, as the course prints."""
+        """The results as aligned text, one config per line, the best one marked, as the course prints.
+
+        A search's table is best first and shows ``status`` and ``stopped at`` apart; a grid's
+        reads ``stopped at 500`` in its status column."""
         lines = [f"{self.loss} sweep: {len(self.configs)} configs after {self.step} steps"]
-        lines.append(f"  {'lr':>10}  {'reg':>10}  {'train acc':>9}  {'val acc':>7}  {'loss':>9}  status")
-        for k, c in enumerate(self.configs):
+        header = f"  {'lr':>10}  {'reg':>10}  {'train acc':>9}  {'val acc':>7}  {'loss':>9}  status"
+        lines.append(header + ("    stopped at  (best first)" if self.search else ""))
+        for k in self.order():
+            c = self.configs[k]
+            status = f"{c.status:<8}  {_or_dash(c.stopped_at):>10}" if self.search else c.describe()
             mark = "  <- best" if k == self.best_index else ""
             lines.append(
                 f"  {c.lr:10.3e}  {c.reg:10.3e}  {100 * c.train_acc:8.2f}%  {100 * c.val_acc:6.2f}%"
-                f"  {c.loss_text('9.4f'):>9}  {c.describe()}{mark}"
+                f"  {c.loss_text('9.4f'):>9}  {status}{mark}"
             )
         best = self.best
         if best is None:
@@ -95,12 +126,19 @@ class SweepResult:
         return "\n".join(lines)
 
     def markdown(self) -> str:
-        """The results as a Markdown table (for TensorBoard's text dashboard)."""
-        rows = ["| lr | reg | train acc | val acc | train loss | status |", "|---|---|---|---|---|---|"]
-        for k, c in enumerate(self.configs):
+        """The results as a Markdown table (for TensorBoard's text dashboard), in :meth:`table`'s order and columns."""
+        header = "| lr | reg | train acc | val acc | train loss | status |" + (" stopped at |" if self.search else "")
+        rows = [header, "|---" * header.count(" |") + "|"]
+        for k in self.order():
+            c = self.configs[k]
             star = " **(best)**" if k == self.best_index else ""
+            status = f"{c.status}{star} | {_or_dash(c.stopped_at)}" if self.search else f"{c.describe()}{star}"
             rows.append(
                 f"| {c.lr:.3e} | {c.reg:.3e} | {100 * c.train_acc:.2f}% | {100 * c.val_acc:.2f}% "
-                f"| {c.loss_text('.4f')} | {c.describe()}{star} |"
+                f"| {c.loss_text('.4f')} | {status} |"
             )
         return "\n".join(rows)
+
+
+def _or_dash(value: int | None) -> str:
+    return "-" if value is None else str(value)

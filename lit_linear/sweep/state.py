@@ -166,11 +166,12 @@ class SweepState(nn.Module):
         self.pending_halving = None
         return latest
 
-    def conclude(self, step: int, latest: dict[int, ConfigResult]) -> SweepResult:
-        """The sweep's results at ``step``: the ``latest`` of the configs W holds, the last of those stopped."""
+    def conclude(self, step: int, latest: dict[int, ConfigResult], *, search: bool = False) -> SweepResult:
+        """The sweep's results at ``step``: the ``latest`` of the configs W holds, the last of those stopped
+        (``search``: configs drawn from a range, which the results' tables list best first)."""
         best = int(self.best_index)
         configs = tuple(self.stopped.get(k) or latest[k] for k in range(self.num_configs))
-        self.results = SweepResult(self.loss, step, configs, best if best >= 0 else None)
+        self.results = SweepResult(self.loss, step, configs, best if best >= 0 else None, search=search)
         return self.results
 
     def halving(self, latest: dict[int, ConfigResult], step: int, max_steps: int) -> set[int] | None:

@@ -243,7 +243,7 @@ class LinearClassifierModule(BestConfigSteps, pl.LightningModule):
         best = int(sweep.best_index)
         if self.shards.sharded and best >= 0:  # for SweepTensorBoard's templates of the best config, on rank 0
             sweep.best_weights = self.shards.column_of(best, sweep)
-        self._log_results(sweep.conclude(step, latest))
+        self._log_results(sweep.conclude(step, latest, search=self.hparams.num_configs is not None))
 
     def _log_results(self, results: SweepResult) -> None:
         if self.trainer.barebones:  # Lightning refuses self.log in barebones mode

@@ -7,6 +7,7 @@ shared by most tests; a CIFAR-100 fit with an explicit ``TensorBoardLogger`` and
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
@@ -18,7 +19,7 @@ import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
-from conftest import CIFAR10_NAMES, REPO, cli_args
+from conftest import CIFAR10_NAMES, REPO, cli_args, table_rows
 from lightning.pytorch.loggers import TensorBoardLogger
 from PIL import Image
 from tensorboard.backend.event_processing import event_accumulator, event_file_loader, plugin_event_multiplexer
@@ -30,13 +31,14 @@ from tensorboard.util import tensor_util
 from werkzeug.test import Client
 
 from lit_linear.callbacks.tensorboard.callback import SweepTensorBoard
+from lit_linear.callbacks.tensorboard.sessions import trial_names
 from lit_linear.callbacks.tensorboard.templates import grid_shape, template_grid
 from lit_linear.cli import main
 from lit_linear.data.cifar import CIFAR100_CLASSES
 from lit_linear.data.cifar_module import CIFARDataModule
 from lit_linear.errors import ConfigError
 from lit_linear.features.classifier import LinearClassifier
-from lit_linear.sweep.configs import config_name
+from lit_linear.sweep.configs import LogUniform, config_name, sweep_configs
 from lit_linear.training.module import LinearClassifierModule
 
 with warnings.catch_warnings():  # TensorBoard's vendored bleach warns about html5lib on import
@@ -49,7 +51,10 @@ LRS, REGS = [0.05, 0.2, 1e6], [1e-4, 1e-3]
 CONFIGS = [(lr, reg) for lr in LRS for reg in REGS]  # lr-major, as the module orders them
 STEPS, INTERVAL, BATCH = 100, 50, 20  # trainer.val_check_interval counts SGD steps
 SCALE = 3  # SweepTensorBoard's default template_scale
-HPARAM_KEYS = {"lr", "reg", "loss", "batch_size", "max_steps", "lr_decay", "lr_decay_every", "weight_scale", "dataset"}
+# Every session carries these; the dashboard lists the first three, the ones that differ between configs.
+LISTED = ["lr", "reg", "status"]
+HPARAM_KEYS = {*LISTED, "loss", "batch_size", "max_steps", "lr_decay", "lr_decay_every", "weight_scale", "dataset"}
+METRIC_TAGS = ["acc/val", "steps", "loss/train", "acc/train"]  # the first colours the parallel-coordinates view
 ALL = {"images": 0, "scalars": 0, "tensors": 0}  # keep every event
 
 
@@ -124,7 +129,9 @@ def test_one_run_folder_per_config(sweep):
 def test_per_config_scalars_at_every_validation(sweep, runs):
     for k, (lr, reg) in enumerate(CONFIGS):
         acc = runs[config_name(lr, reg)]
-        assert set(acc.Tags()["scalars"]) == {"acc/train", "acc/val", "loss/train"}
+        assert set(acc.Tags()["scalars"]) == {"acc/train", "acc/val", "loss/train", "steps"}
+        # the HParams metric "steps trained", logged once, with the config's session
+        assert [(e.step, e.value) for e in acc.Scalars("steps")] == [(STEPS, STEPS)]
         final = sweep["summary"]["configs"][k]
         for tag, key in (("acc/train", "train_acc"), ("acc/val", "val_acc"), ("loss/train", "train_loss")):
             events = acc.Scalars(tag)
@@ -147,7 +154,7 @@ def test_main_run_best_val_acc(sweep, main_run):
 
 
 def test_best_templates_at_every_validation(sweep, main_run):
-    events = main_run.Images("templates/best")
+    events = main_run.Images("best/templates")
     assert [e.step for e in events] == [INTERVAL, STEPS]
     height, width = grid_shape(10, SCALE)
     assert all((e.height, e.width) == (height, width) for e in events)
@@ -206,19 +213,21 @@ def test_template_pngs_decode_to_template_grid(sweep):
         expected = template_grid(sweep["W"][:, k, :], CIFAR10_NAMES, SCALE)  # (3, H, W)
         assert (image.height, image.width, image.colorspace) == (*expected.shape[1:], 3)
         np.testing.assert_array_equal(_decode(image), _hwc(expected), err_msg=config_name(lr, reg))
-    _events(sweep["log_dir"])  # the main run's records, templates/best among them, checksum too
+    _events(sweep["log_dir"])  # the main run's records, best/templates among them, checksum too
 
 
 def test_config_and_results_as_text(sweep, main_run):
-    tags = set(main_run.Tags()["tensors"])
-    assert {"config/text_summary", "sweep/results/text_summary"} <= tags
-    config = _text(main_run, "config/text_summary")
+    # the tags the Text dashboard shows are the README's names, with no "/text_summary" added
+    assert set(main_run.PluginTagToContent("text")) == {"config", "sweep/results"}
+    config = _text(main_run, "config")
     assert "loss: softmax" in config and "SweepTensorBoard" in config and f"max_steps: {STEPS}" in config
-    results = _text(main_run, "sweep/results/text_summary")
+    results = _text(main_run, "sweep/results")
     assert results.startswith("| lr | reg |")
-    assert len(results.splitlines()) == 2 + len(CONFIGS)  # header, separator, one row per config
+    rows = results.splitlines()[2:]  # after the header and the separator, one row per config
+    # a grid keeps its lr x reg order
+    assert [r.split(" | ")[:2] for r in rows] == [[f"| {lr:.3e}", f"{reg:.3e}"] for lr, reg in CONFIGS]
     assert results.count("(best)") == 1 and results.count("diverged") == 2
-    assert main_run.Tensors("sweep/results/text_summary")[-1].step == STEPS
+    assert main_run.Tensors("sweep/results")[-1].step == STEPS
 
 
 def test_exactly_one_hparams_session_per_config(sweep, runs, main_run):
@@ -233,8 +242,9 @@ def test_exactly_one_hparams_session_per_config(sweep, runs, main_run):
         start = metadata.parse_session_start_info_plugin_data(content[metadata.SESSION_START_INFO_TAG])
         hp = start.hparams
         assert set(hp) == HPARAM_KEYS, name  # the same keys in every session
-        assert start.group_name == name
+        assert start.group_name == trial_names(CONFIGS)[k]  # the Trial ID: short enough to read in full
         assert hp["lr"].number_value == lr and hp["reg"].number_value == reg
+        assert hp["status"].string_value == sweep["summary"]["configs"][k]["status"]
         assert hp["loss"].string_value == "softmax" and hp["dataset"].string_value == "cifar10"
         assert hp["batch_size"].number_value == BATCH and hp["max_steps"].number_value == STEPS
         assert hp["lr_decay"].number_value == 0.85 and hp["lr_decay_every"].number_value == 100
@@ -267,11 +277,14 @@ ALL_STATUSES = ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RU
 def test_hparams_dashboard_lists_every_config(sweep):
     clients = _hparams_client(sweep["root"])  # the run root, as the README tells users to start TensorBoard
     experiment = _post(clients["/experiment"], {})
-    assert {h["name"] for h in experiment["hparamInfos"]} == HPARAM_KEYS
-    # the grid's axes come first: the dashboard shows only its first five hparam columns by default
-    assert [h["name"] for h in experiment["hparamInfos"][:2]] == ["lr", "reg"]
-    assert all(h.get("differs", False) == (h["name"] in ("lr", "reg")) for h in experiment["hparamInfos"])
-    assert {m["name"]["tag"] for m in experiment["metricInfos"]} == {"acc/train", "acc/val", "loss/train"}
+    # only what differs between configs takes a column: the settings they share are in the config text
+    infos = experiment["hparamInfos"]
+    assert [h["name"] for h in infos] == LISTED
+    assert infos[0]["domainInterval"] == {"minValue": min(LRS), "maxValue": max(LRS)}
+    assert infos[1]["domainInterval"] == {"minValue": min(REGS), "maxValue": max(REGS)}
+    assert infos[2]["domainDiscrete"] == ["ok", "stopped", "diverged"] and infos[2]["type"] == "DATA_TYPE_STRING"
+    assert [m["name"]["tag"] for m in experiment["metricInfos"]] == METRIC_TAGS
+    assert experiment["metricInfos"][1]["displayName"] == "steps trained"
 
     body = {"allowedStatuses": ALL_STATUSES, "startIndex": 0, "sliceSize": 100}
     groups = _post(clients["/session_groups"], body)["sessionGroups"]
@@ -288,6 +301,129 @@ def test_hparams_dashboard_lists_every_config(sweep):
         assert values["acc/val"]["value"] == pytest.approx(final["val_acc"], rel=1e-6)
         assert values["acc/val"]["trainingStep"] == STEPS
         assert values["acc/train"]["value"] == pytest.approx(final["train_acc"], rel=1e-6)
+        assert values["steps"]["value"] == STEPS and group["hparams"]["status"] == final["status"]
+
+
+# --- a search: 9 configs drawn, halved 9 -> 3 -> 1 at the validations of steps 20 and 40 ---------------
+SEARCH = ["--model.lr", "{low: 0.001, high: 0.5}", "--model.reg", "{low: 1.0e-4, high: 0.1}"]
+SEARCH += ["--model.num_configs", "9", "--model.halving_factor", "3"]
+SEARCH_STEPS, SEARCH_INTERVAL = 60, 20
+
+
+def _search(data_dir: Path, root: Path, steps: int) -> tuple[Path, str]:
+    """Fit the search for ``steps``: its run folder and what it printed."""
+    config = str(REPO / "configs" / "softmax_search.yaml")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        main(["fit", "--config", config, *SEARCH, *cli_args(data_dir, root, steps=steps, interval=SEARCH_INTERVAL)])
+    return root / "lightning_logs" / "version_0", printed.getvalue()
+
+
+def _weights(log_dir: Path) -> torch.Tensor:
+    return torch.load(log_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]["W"]
+
+
+@pytest.fixture(scope="module")
+def search(cifar10_dir, tmp_path_factory):
+    log_dir, printed = _search(cifar10_dir, tmp_path_factory.mktemp("tb_search"), SEARCH_STEPS)
+    # The same search fitted up to the first halving's step: the last validation of a fit does not halve,
+    # so its checkpoint holds every config's weights as that halving found them.
+    first, _ = _search(cifar10_dir, tmp_path_factory.mktemp("tb_search_first"), SEARCH_INTERVAL)
+    summary = json.loads((log_dir / "sweep.json").read_text())
+    configs = [(c["lr"], c["reg"]) for c in summary["configs"]]
+    return {"log_dir": log_dir, "printed": printed, "summary": summary, "configs": configs, "W_first": _weights(first)}
+
+
+def _reached(config: dict) -> int:
+    """The step a config of the search trained to (sweep.json's entry)."""
+    return config["stopped_at"] or SEARCH_STEPS
+
+
+def test_each_search_session_says_how_its_config_ended(search):
+    ended = sorted((c["status"], c["stopped_at"] or 0) for c in search["summary"]["configs"])
+    assert ended == [("ok", 0)] + [("stopped", 20)] * 6 + [("stopped", 40)] * 2
+    for (lr, reg), final in zip(search["configs"], search["summary"]["configs"]):
+        acc = _accumulator(search["log_dir"] / config_name(lr, reg))
+        content = acc.PluginTagToContent(metadata.PLUGIN_NAME)
+        start = metadata.parse_session_start_info_plugin_data(content[metadata.SESSION_START_INFO_TAG])
+        end = metadata.parse_session_end_info_plugin_data(content[metadata.SESSION_END_INFO_TAG])
+        reached = _reached(final)
+        # a stopped config reads as stopped, with the step it stopped at; the survivor reads ok
+        assert start.hparams["status"].string_value == final["status"], (lr, reg)
+        assert [(e.step, e.value) for e in acc.Scalars("steps")] == [(reached, reached)]
+        assert max(e.step for e in acc.Scalars("acc/val")) == reached
+        # written when the config ended, at its halving, and ended as a success: halving is no failure
+        assert [e.step for e in acc.Tensors(metadata.SESSION_START_INFO_TAG)] == [reached]
+        assert end.status == api_pb2.STATUS_SUCCESS
+
+
+def test_hparams_dashboard_filters_and_sorts_a_search_by_how_configs_ended(search):
+    clients = _hparams_client(search["log_dir"].parent.parent)
+    experiment = _post(clients["/experiment"], {})
+    lrs = [lr for lr, _ in search["configs"]]
+    assert [h["name"] for h in experiment["hparamInfos"]] == LISTED and all(
+        h["differs"] for h in experiment["hparamInfos"]
+    )
+    assert experiment["hparamInfos"][0]["domainInterval"] == {"minValue": min(lrs), "maxValue": max(lrs)}
+    # what the dashboard asks for when a user unticks "ok" and sorts by "steps trained"
+    stopped = {"hparam": "status", "filterDiscrete": ["stopped"]}
+    by_steps = {"metric": {"tag": "steps"}, "order": "ORDER_DESC"}
+    body = {"allowedStatuses": ALL_STATUSES, "colParams": [stopped, by_steps], "startIndex": 0, "sliceSize": 100}
+    groups = _post(clients["/session_groups"], body)["sessionGroups"]
+    steps = [next(m["value"] for m in g["metricValues"] if m["name"]["tag"] == "steps") for g in groups]
+    assert steps == [40, 40, 20, 20, 20, 20, 20, 20]
+    stopped_configs = {(c["lr"], c["reg"]) for c in search["summary"]["configs"] if c["status"] == "stopped"}
+    assert {(g["hparams"]["lr"], g["hparams"]["reg"]) for g in groups} == stopped_configs
+    assert {g["hparams"]["status"] for g in groups} == {"stopped"}
+
+
+def test_a_stopped_config_gets_its_templates_at_its_stop(search):
+    survivor = _weights(search["log_dir"])  # (D, 1, C): W holds the one config that reached the end
+    for k, ((lr, reg), final) in enumerate(zip(search["configs"], search["summary"]["configs"])):
+        events = _accumulator(search["log_dir"] / config_name(lr, reg)).Images("templates")
+        assert [e.step for e in events] == [_reached(final)], (lr, reg)
+        if final["stopped_at"] == SEARCH_INTERVAL:  # its weights as the halving at step 20 found them
+            expected = template_grid(search["W_first"][:, k, :], CIFAR10_NAMES, SCALE)
+        elif final["status"] == "ok":
+            expected = template_grid(survivor[:, 0, :], CIFAR10_NAMES, SCALE)
+        else:
+            continue  # stopped at 40: no checkpoint here holds its weights of then
+        np.testing.assert_array_equal(_decode(events[0]), _hwc(expected), err_msg=config_name(lr, reg))
+
+
+def test_time_series_opens_on_every_configs_accuracy_and_the_best_templates(search):
+    """TensorBoard's Time Series page, the one that ticks every run of a search (other pages tick none above
+    40 runs), sorts the tags by name, groups them by their first part and opens the first two groups."""
+    tags = set()
+    for run in [search["log_dir"], *(search["log_dir"] / config_name(lr, reg) for lr, reg in search["configs"])]:
+        found = _accumulator(run).Tags()
+        tags |= set(found["scalars"]) | set(found["images"])
+    groups = sorted({tag.split("/")[0] for tag in tags})
+    assert groups[:2] == ["acc", "best"]
+    assert {tag for tag in tags if tag.split("/")[0] in groups[:2]} == {"acc/train", "acc/val", "best/templates"}
+
+
+def test_a_search_results_table_is_best_first(search):
+    """In the console and in ``sweep/results``: as halving ranked them (further first), then by val accuracy,
+    ties by train loss; sweep.json keeps the order the configs were drawn in."""
+    configs = search["summary"]["configs"]
+    ranked = sorted(configs, key=lambda c: (-_reached(c), -c["val_acc"], c["train_loss"]))
+    best = search["summary"]["best"]
+    assert (ranked[0]["lr"], ranked[0]["reg"]) == (best["lr"], best["reg"])
+    title, rows = table_rows(search["printed"])
+    assert title == "softmax sweep: 9 configs after 60 steps"
+    assert [row[:2] for row in rows] == [[f"{c['lr']:.3e}", f"{c['reg']:.3e}"] for c in ranked]
+    assert [row[5:7] for row in rows] == [[c["status"], str(c["stopped_at"] or "-")] for c in ranked]
+    assert rows[0][-2:] == ["<-", "best"] and sum(row[-1] == "best" for row in rows) == 1
+    markdown = _text(_accumulator(search["log_dir"]), "sweep/results").splitlines()
+    assert markdown[0] == "| lr | reg | train acc | val acc | train loss | status | stopped at |"
+    cells = [[cell.strip() for cell in line.strip("|").split("|")] for line in markdown[2:]]
+    assert [row[:2] for row in cells] == [row[:2] for row in rows]
+    assert [row[5:] for row in cells] == [
+        [row[5] + (" **(best)**" if row[-1] == "best" else ""), row[6]] for row in rows
+    ]
+    drawn = sweep_configs(LogUniform(1e-3, 0.5), LogUniform(1e-4, 0.1), 9, seed=0)  # seed_everything: 0
+    assert search["configs"] == drawn
 
 
 @pytest.fixture(scope="module")
@@ -310,7 +446,7 @@ def cifar100_sweep(cifar100_dir, tmp_path_factory):
 
 
 def test_cifar100_templates_are_a_10x10_grid(cifar100_sweep):
-    events = _accumulator(cifar100_sweep).Images("templates/best")
+    events = _accumulator(cifar100_sweep).Images("best/templates")
     assert (events[-1].height, events[-1].width) == grid_shape(100, SCALE)
     assert grid_shape(100, SCALE) == (10 * (32 * SCALE + 12 + 2) + 2, 10 * (32 * SCALE + 2) + 2)
     classifier = LinearClassifier.load(cifar100_sweep / "best_model.pt")
@@ -325,7 +461,7 @@ def test_explicit_logger_gets_no_hp_metric_session(cifar100_sweep):
         main.PluginTagToContent(metadata.PLUGIN_NAME)
     body = {"allowedStatuses": ALL_STATUSES, "sliceSize": 10}
     groups = _post(_hparams_client(cifar100_sweep)["/session_groups"], body)
-    assert sorted(g["name"] for g in groups["sessionGroups"]) == [config_name(0.1, 1e-3), config_name(0.2, 1e-3)]
+    assert sorted(g["name"] for g in groups["sessionGroups"]) == ["0.1, 0.001", "0.2, 0.001"]  # Trial IDs
     assert all(g["hparams"]["dataset"] == "cifar100" for g in groups["sessionGroups"])
 
 

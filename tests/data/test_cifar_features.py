@@ -59,7 +59,7 @@ def test_tensorboard_shows_the_kmeans_dictionary_and_no_class_templates(cifar10_
     main(["fit", *cli_args(cifar10_dir, tmp_path, *KMEANS, *cache, *board, steps=20)])
     events = EventAccumulator(str(run(tmp_path)), size_guidance={"images": 0})
     events.Reload()
-    assert "features/dictionary" in events.Tags()["images"] and "templates/best" not in events.Tags()["images"]
+    assert "features/dictionary" in events.Tags()["images"] and "best/templates" not in events.Tags()["images"]
     (image,) = events.Images("features/dictionary")
     side = 3 * (5 * 3 + 4)  # 3 x 3 tiles of 5 pixels, 1-pixel padding, drawn 3 times larger
     assert (image.width, image.height) == (side, side)

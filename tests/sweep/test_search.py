@@ -168,9 +168,14 @@ def test_validate_keeps_what_halving_recorded_and_remeasures_the_rest(cifar10_di
     title, rows = table_rows(capsys.readouterr().out)
     assert title == fit_title == "softmax sweep: 9 configs after 60 steps"
     sweep = json.loads((run / "sweep.json").read_text())
-    for row, fit_row, config in zip(rows, fit_rows, sweep["configs"]):
+    # A search's table is best first in validate too: the survivor, then those stopped at 40, then at 20.
+    assert [row[:2] for row in rows] == [row[:2] for row in fit_rows]
+    assert [row[5] for row in rows] == ["ok"] + ["stopped"] * 8 and rows[0][-2:] == ["<-", "best"]
+    assert [row[6] for row in rows[1:]] == ["40"] * 2 + ["20"] * 6
+    for row, fit_row in zip(rows, fit_rows):
+        config = next(c for c in sweep["configs"] if [f"{c['lr']:.3e}", f"{c['reg']:.3e}"] == row[:2])
         if config["status"] == "stopped":  # left W at a halving: its recorded results, loss included
-            assert row == fit_row and row[5:8] == ["stopped", "at", str(config["stopped_at"])]
+            assert row == fit_row and row[6] == str(config["stopped_at"])
         else:  # the survivor, measured again
             assert row[:4] + row[5:] == fit_row[:4] + fit_row[5:] and row[4] == "-"
     assert sum(row[-2:] == ["<-", "best"] for row in rows) == 1

@@ -7,7 +7,7 @@ buffers with what the ``tensorboard`` package ships, for any SummaryWriter's ``f
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping, Sequence
 
 from tensorboard.compat.proto import summary_pb2
 from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
@@ -25,34 +25,44 @@ def _summary(tag: str, data: plugin_data_pb2.HParamsPluginData) -> summary_pb2.S
     return summary_pb2.Summary(value=[value])
 
 
-def experiment_summary(
-    hparams: Mapping[str, float | str], metrics: Mapping[str, str], differs: Collection[str] = ()
-) -> summary_pb2.Summary:
-    """Declare the hyperparameters (typed by the example values given) and metric tags shown.
+def interval_hparam(name: str, low: float, high: float, *, differs: bool) -> api_pb2.HParamInfo:
+    """A number hyperparameter whose values lie in ``[low, high]``.
 
-    ``differs`` names the hyperparameters that vary between sessions (the grid's axes): the
-    HParams dashboard lists those first and shows only the first five columns by default.
-    No domain is declared, so the dashboard's filters start open (-inf..+inf, any string) and
-    sessions of other sweeps under the same log folder are not filtered out.
+    An interval filters nothing by default (the dashboard's min and max start empty), so sessions
+    of other sweeps under the same log folder stay listed.
     """
-    hparam_infos = [
-        api_pb2.HParamInfo(
-            name=name,
-            type=api_pb2.DATA_TYPE_STRING if isinstance(value, str) else api_pb2.DATA_TYPE_FLOAT64,
-            differs=name in differs,
-        )
-        for name, value in hparams.items()
-    ]
+    domain = api_pb2.Interval(min_value=low, max_value=high)
+    return api_pb2.HParamInfo(name=name, type=api_pb2.DATA_TYPE_FLOAT64, domain_interval=domain, differs=differs)
+
+
+def discrete_hparam(name: str, values: Sequence[str], *, differs: bool) -> api_pb2.HParamInfo:
+    """A string hyperparameter taking one of ``values``: the dashboard filters it with one checkbox per value."""
+    info = api_pb2.HParamInfo(name=name, type=api_pb2.DATA_TYPE_STRING, differs=differs)
+    info.domain_discrete.extend(values)
+    return info
+
+
+def experiment_summary(hparams: Sequence[api_pb2.HParamInfo], metrics: Mapping[str, str]) -> summary_pb2.Summary:
+    """Declare the hyperparameters the HParams dashboard lists, and its metrics (tag: display name), in order.
+
+    TensorBoard lists the hyperparameters marked ``differs`` first, each group by name, and shows
+    the first five; it keeps the metrics in the order given, shows the first five and colours the
+    parallel-coordinates view by the first. Hyperparameters a session carries but the experiment
+    does not list are not shown.
+    """
     metric_infos = [
         api_pb2.MetricInfo(name=api_pb2.MetricName(tag=tag), display_name=label) for tag, label in metrics.items()
     ]
-    experiment = api_pb2.Experiment(hparam_infos=hparam_infos, metric_infos=metric_infos, time_created_secs=time.time())
+    experiment = api_pb2.Experiment(hparam_infos=hparams, metric_infos=metric_infos, time_created_secs=time.time())
     return _summary(metadata.EXPERIMENT_TAG, plugin_data_pb2.HParamsPluginData(experiment=experiment))
 
 
-def session_start_summary(hparams: Mapping[str, float | str], group_name: str) -> summary_pb2.Summary:
-    """Open one session (one row of the HParams table) with these hyperparameter values."""
-    info = plugin_data_pb2.SessionStartInfo(group_name=group_name, start_time_secs=time.time())
+def session_start_summary(
+    hparams: Mapping[str, float | str], group_name: str, start_time: float
+) -> summary_pb2.Summary:
+    """Open one session (one row of the HParams table, its Trial ID ``group_name``) with these hyperparameter
+    values; ``start_time`` in seconds since the epoch."""
+    info = plugin_data_pb2.SessionStartInfo(group_name=group_name, start_time_secs=start_time)
     for name, value in hparams.items():
         if isinstance(value, str):
             info.hparams[name].string_value = value
