@@ -230,7 +230,7 @@ class KMeansFeatures(nn.Module):
         h = math.ceil(self.positions / 2)
         rows = torch.stack([neg_act[:, :h].sum(dim=1), neg_act[:, h:].sum(dim=1)], dim=1)  # (n, 2, R, K)
         quads = torch.stack([rows[:, :, :h].sum(dim=2), rows[:, :, h:].sum(dim=2)], dim=2)  # (n, 2, 2, K)
-        return quads.reshape(images.shape[0], 4 * K).neg_()
+        return quads.reshape(images.shape[0], 4 * K).abs_()  # sums of values <= 0: abs negates, and gives +0, not -0
 
     def dictionary_image(self) -> Tensor:
         """The centroids as ``(K, 3, ps, ps)`` colour tiles, each scaled to [0, 1] (constant tiles: 0.5)."""
