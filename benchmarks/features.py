@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 
@@ -52,7 +53,7 @@ def fit(config: str, data_dir: str, root: str, *extra: str) -> tuple[float, dict
 def test_accuracy(folder: str, data_dir: str) -> float:
     model = LinearClassifier.load(os.path.join(folder, "best_model.pt"))
     spec = get_spec("cifar10")
-    images, labels = load_split(os.path.join(data_dir, spec.folder), spec, "test")
+    images, labels = load_split(Path(data_dir) / spec.folder, spec, "test")
     predicted = torch.cat([model.predict(images[i : i + 1000]) for i in range(0, len(labels), 1000)])
     return float((predicted == labels).float().mean())
 
