@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import cli_args, run_cli
+from conftest import cli_args, run_cli, run_main
 
 pytestmark = pytest.mark.slow
 
@@ -15,7 +15,7 @@ def bar_states(output: str) -> list[str]:
     return re.findall(r"Training:[^|\r\n]*\|[^|\r\n]*\| (\d+/\d+|\d+/\?) ", output)
 
 
-def test_the_bar_counts_sgd_steps_and_a_resumed_fit_counts_from_its_step(cifar10_dir, tmp_path):
+def test_the_bar_counts_sgd_steps_and_a_resumed_fit_counts_from_its_step(cifar10_dir, tmp_path, capfd):
     # 10 steps a Lightning batch: a bar in batches would read 4/4, then 4/4 again after the resume.
     bar = ("--trainer.enable_progress_bar", "true", "--last_checkpoint.every_n_train_steps", "20")
     first = run_cli("fit", *cli_args(cifar10_dir, tmp_path, *bar, steps=40))
@@ -28,7 +28,8 @@ def test_the_bar_counts_sgd_steps_and_a_resumed_fit_counts_from_its_step(cifar10
     last_line = [line for line in re.split(r"[\r\n]", first.stdout) if "40/40" in line][-1]
     assert "step/s" in last_line and "val/acc=" in last_line
 
-    resumed = run_cli("fit", "--ckpt_path", "last", *cli_args(cifar10_dir, tmp_path, *bar, steps=80))
+    # The resumed fit in this process: the console's settings are the first process's, shown above.
+    resumed = run_main(capfd, "fit", "--ckpt_path", "last", *cli_args(cifar10_dir, tmp_path, *bar, steps=80))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     states = bar_states(resumed.stdout)
     assert states[-1] == "80/80" and "0/80" not in states

@@ -8,6 +8,7 @@ import math
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -95,26 +96,14 @@ def test_two_ddp_processes_equal_one_device(cifar10_dir, tmp_path):
     assert_same_sweep(sweep_json(tmp_path / "one"), sweep_json(tmp_path / "two"))
 
 
-@pytest.mark.parametrize(
-    "grid",
-    [
-        ["--model.lr", "[0.01, 0.05, 0.1]", "--model.reg", "[0.0, 0.01]"],
-        [
-            "--model.lr",
-            "{low: 0.01, high: 0.2}",
-            "--model.reg",
-            "[0.0, 0.01]",
-            "--model.num_configs",
-            "7",
-            "--model.halving_factor",
-            "2",
-        ],
-    ],
-    ids=["grid of 6", "search of 7 halved"],
-)
-def test_split_by_configs_equals_one_device_with_no_traffic_while_training(cifar10_dir, tmp_path, grid):
+def test_split_by_configs_equals_one_device_with_no_traffic_while_training(cifar10_dir, tmp_path):
     """Each rank trains its own configs on whole minibatches, with no collective in any training
-    batch; the sweep (results, best config, checkpoint, TensorBoard runs) is the one device's."""
+    batch; the sweep (results, best config, checkpoint, TensorBoard runs) is the one device's.
+
+    A search of 7 halved at 20 and 40 (7 -> 4 -> 2 configs): the shares are uneven and change at each
+    halving, which covers a plain grid's fixed, even shares too."""
+    grid = ["--model.lr", "{low: 0.01, high: 0.2}", "--model.reg", "[0.0, 0.01]", "--model.num_configs", "7"]
+    grid += ["--model.halving_factor", "2"]
     tensorboard = ["--trainer.callbacks+=lit_linear.SweepTensorBoard"]
     main(["fit", *grid, *cli_args(cifar10_dir, tmp_path / "one", *tensorboard, steps=60)])
     two = run_cli(
@@ -254,34 +243,36 @@ def fit_on(processes: int, *args: str) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
 
 
-@pytest.mark.parametrize(("before", "after"), [(2, 1), (1, 2)], ids=["2 -> 1 process", "1 -> 2 processes"])
-def test_a_fit_checkpointed_on_n_processes_resumes_on_m_as_a_straight_fit_on_m(cifar10_dir, tmp_path, before, after):
-    """The checkpoint holds the whole sweep in config order, whatever the process count that wrote it.
+def assert_same_end(straight: Path, resumed: Path, version: int = 0) -> None:
+    """A resumed fit's last checkpoint and sweep.json (run ``version``) are the straight fit's, to float32 tolerance."""
+    a = torch.load(straight / "lightning_logs/version_0/checkpoints/last.ckpt", weights_only=True)
+    b = torch.load(resumed / f"lightning_logs/version_{version}/checkpoints/last.ckpt", weights_only=True)
+    assert a["global_step"] == b["global_step"] == 80
+    assert torch.equal(a["state_dict"]["columns"], b["state_dict"]["columns"])
+    assert torch.allclose(a["state_dict"]["W"], b["state_dict"]["W"], rtol=1e-5, atol=1e-7)
+    assert_same_sweep(sweep_json(straight), sweep_json(resumed, version=version))
+
+
+def test_a_fit_checkpointed_on_one_process_resumes_on_two_as_a_straight_fit(cifar10_dir, tmp_path):
+    """The checkpoint holds the whole sweep in config order, whatever the process count that reads it.
 
     Halved at 20 and 40 (7 -> 4 -> 2 configs; the halving at 40, the first fit's last validation,
-    is done by the resumed fit), then at 60 to 1 config: one of two processes is left with none."""
-    fit_on(after, *SEARCH, *cli_args(cifar10_dir, tmp_path / "straight", *DEVICES[after], steps=80))
-    fit_on(before, *SEARCH, *cli_args(cifar10_dir, tmp_path / "resumed", *DEVICES[before], steps=40))
-    fit_on(
-        after, *SEARCH, "--ckpt_path", "last", *cli_args(cifar10_dir, tmp_path / "resumed", *DEVICES[after], steps=80)
-    )
-
-    a = torch.load(tmp_path / "straight/lightning_logs/version_0/checkpoints/last.ckpt", weights_only=True)
-    b = torch.load(tmp_path / "resumed/lightning_logs/version_1/checkpoints/last.ckpt", weights_only=True)
-    assert a["global_step"] == b["global_step"] == 80
-    assert (
-        torch.equal(a["state_dict"]["columns"], b["state_dict"]["columns"]) and a["state_dict"]["columns"].numel() == 1
-    )
-    assert torch.allclose(a["state_dict"]["W"], b["state_dict"]["W"], rtol=1e-5, atol=1e-7)
-    assert_same_sweep(sweep_json(tmp_path / "straight"), sweep_json(tmp_path / "resumed", version=1))
+    is done by the resumed fit), then at 60 to 1 config: one of the two processes is left with none.
+    Two processes end as one does (the other tests of this file), so the straight fit runs in this one."""
+    fit_on(1, *SEARCH, *cli_args(cifar10_dir, tmp_path / "straight", steps=80))
+    fit_on(1, *SEARCH, *cli_args(cifar10_dir, tmp_path / "resumed", steps=40))
+    fit_on(2, *SEARCH, "--ckpt_path", "last", *cli_args(cifar10_dir, tmp_path / "resumed", *DEVICES[2], steps=80))
+    assert_same_end(tmp_path / "straight", tmp_path / "resumed", version=1)
+    last = torch.load(tmp_path / "resumed/lightning_logs/version_1/checkpoints/last.ckpt", weights_only=True)
+    assert last["state_dict"]["columns"].numel() == 1
 
 
-def test_a_mid_fit_checkpoint_of_two_processes_resumes_on_one(cifar10_dir, tmp_path):
-    """A checkpoint saved between two validations (step 30, after the halving at 20), as a crash
-    right after that save would leave it, written by two processes split by configs: resumed on one
-    process it ends as a straight fit on one does."""
+def test_checkpoints_of_two_processes_resume_on_one_as_a_straight_fit(cifar10_dir, tmp_path):
+    """Two processes split by configs fit 40 steps, saving every 10. Their checkpoint at step 30 (between two
+    validations, after the halving at 20), as a crash right after that save would leave it, and their last one
+    (step 40, whose halving the resumed fit does) each resume on one process and end as a straight fit on one."""
     every = ["--last_checkpoint.every_n_train_steps", "10"]
-    main(["fit", *SEARCH, *cli_args(cifar10_dir, tmp_path / "straight", *every, steps=80)])
+    fit_on(1, *SEARCH, *cli_args(cifar10_dir, tmp_path / "straight", *every, steps=80))
     copy = tmp_path / "step30.ckpt"
     probe = [
         "--trainer.callbacks+=crash_probe.CopyLastAt",
@@ -291,19 +282,17 @@ def test_a_mid_fit_checkpoint_of_two_processes_resumes_on_one(cifar10_dir, tmp_p
     two = run_cli(
         "fit",
         *SEARCH,
-        *cli_args(cifar10_dir, tmp_path / "two", *DEVICES[2], *every, steps=80),
+        *cli_args(cifar10_dir, tmp_path / "two", *DEVICES[2], *every, steps=40),
         *probe,
         env=PROBES,
         timeout=600,
     )
     assert two.returncode == 0, two.stderr[-3000:]
     assert torch.load(copy, weights_only=True)["global_step"] == 30
-    main(["fit", *SEARCH, "--ckpt_path", str(copy), *cli_args(cifar10_dir, tmp_path / "resumed", *every, steps=80)])
-    a = torch.load(tmp_path / "straight/lightning_logs/version_0/checkpoints/last.ckpt", weights_only=True)
-    b = torch.load(tmp_path / "resumed/lightning_logs/version_0/checkpoints/last.ckpt", weights_only=True)
-    assert torch.equal(a["state_dict"]["columns"], b["state_dict"]["columns"])
-    assert torch.allclose(a["state_dict"]["W"], b["state_dict"]["W"], rtol=1e-5, atol=1e-7)
-    assert_same_sweep(sweep_json(tmp_path / "straight"), sweep_json(tmp_path / "resumed"))
+    fit_on(1, *SEARCH, "--ckpt_path", str(copy), *cli_args(cifar10_dir, tmp_path / "mid", *every, steps=80))
+    assert_same_end(tmp_path / "straight", tmp_path / "mid")
+    fit_on(1, *SEARCH, "--ckpt_path", "last", *cli_args(cifar10_dir, tmp_path / "two", *every, steps=80))
+    assert_same_end(tmp_path / "straight", tmp_path / "two", version=1)
 
 
 def test_two_nodes_launched_by_torchrun_equal_one_device(cifar10_dir, tmp_path):

@@ -151,9 +151,13 @@ def straight_runs(cifar10_dir, tmp_path_factory):
 @pytest.mark.parametrize(
     "sweep, signal, at, resumes_from",
     [
-        ("grid", "SIGKILL", 20, 10),  # killed before its second save: resumes from the first of eight
         ("grid", "SIGINT", 30, 30),  # Ctrl-C between two validations
-        ("search", "SIGKILL", 20, 10),  # resumes before the first halving
+        (
+            "search",
+            "SIGKILL",
+            20,
+            10,
+        ),  # killed before its second save: resumes from the first, before the first halving
         ("search", "SIGINT", 50, 50),  # Ctrl-C between the halvings at 40 and 60
         ("search", "SIGKILL", 70, 60),  # late: resumes from the save right after the last halving
     ],
