@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import re
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -168,24 +169,26 @@ def test_ckpt_path_best_without_a_fit_names_where_it_looked(cifar10_dir, tmp_pat
     assert "no best.ckpt" in result.stderr and str(tmp_path) in result.stderr
 
 
-def test_ckpt_path_best_takes_the_newest_run_of_this_config(cifar10_dir, tmp_path, capfd):
+def test_ckpt_path_best_takes_the_newest_run_of_this_config(cifar10_dir, tmp_path, capfd, caplog):
     """fit softmax, then fit svm: test --config softmax --ckpt_path best takes the softmax run."""
     for config in ("softmax.yaml", "svm.yaml"):
         fit = run_main(
             capfd, "fit", "--config", str(REPO / "configs" / config), *cli_args(cifar10_dir, tmp_path, steps=20)
         )
         assert fit.returncode == 0, fit.stderr[-3000:]
-    # A process of its own: Lightning logs the checkpoint it restores to a stream this process's capture does not see.
-    result = run_cli(
-        "test",
-        "--config",
-        str(REPO / "configs" / "softmax.yaml"),
-        "--ckpt_path",
-        "best",
-        *cli_args(cifar10_dir, tmp_path),
-    )
+    # Lightning names the checkpoint it restores in a log record (its stream handler is not capfd's).
+    with caplog.at_level(logging.INFO, logger="lightning.pytorch"):
+        result = run_main(
+            capfd,
+            "test",
+            "--config",
+            str(REPO / "configs" / "softmax.yaml"),
+            "--ckpt_path",
+            "best",
+            *cli_args(cifar10_dir, tmp_path),
+        )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert str(run_dir(tmp_path, 0) / "checkpoints" / "best.ckpt") in result.stdout + result.stderr
+    assert f"checkpoint path at {run_dir(tmp_path, 0) / 'checkpoints' / 'best.ckpt'}" in caplog.text
     other = run_main(
         capfd,
         "test",
