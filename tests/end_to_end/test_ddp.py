@@ -231,7 +231,7 @@ SEARCH = [
     "--last_checkpoint.every_n_train_steps",
     "20",
 ]
-DEVICES = {1: [], 2: [*TWO, "--model.split", "configs"]}
+SPLIT_TWO = [*TWO, "--model.split", "configs"]  # two processes, each training its share of the configs
 
 
 def fit_on(processes: int, *args: str) -> None:
@@ -261,7 +261,7 @@ def test_a_fit_checkpointed_on_one_process_resumes_on_two_as_a_straight_fit(cifa
     Two processes end as one does (the other tests of this file), so the straight fit runs in this one."""
     fit_on(1, *SEARCH, *cli_args(cifar10_dir, tmp_path / "straight", steps=80))
     fit_on(1, *SEARCH, *cli_args(cifar10_dir, tmp_path / "resumed", steps=40))
-    fit_on(2, *SEARCH, "--ckpt_path", "last", *cli_args(cifar10_dir, tmp_path / "resumed", *DEVICES[2], steps=80))
+    fit_on(2, *SEARCH, "--ckpt_path", "last", *cli_args(cifar10_dir, tmp_path / "resumed", *SPLIT_TWO, steps=80))
     assert_same_end(tmp_path / "straight", tmp_path / "resumed", version=1)
     last = torch.load(tmp_path / "resumed/lightning_logs/version_1/checkpoints/last.ckpt", weights_only=True)
     assert last["state_dict"]["columns"].numel() == 1
@@ -282,7 +282,7 @@ def test_checkpoints_of_two_processes_resume_on_one_as_a_straight_fit(cifar10_di
     two = run_cli(
         "fit",
         *SEARCH,
-        *cli_args(cifar10_dir, tmp_path / "two", *DEVICES[2], *every, steps=40),
+        *cli_args(cifar10_dir, tmp_path / "two", *SPLIT_TWO, *every, steps=40),
         *probe,
         env=PROBES,
         timeout=600,
