@@ -13,11 +13,11 @@ import random
 import signal
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from forked_cli import ForkedRun, end_every_run, start_server
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -71,6 +71,14 @@ def write_cifar100(root: Path, num_train: int = 400, num_test: int = 100, seed: 
     return root
 
 
+@pytest.fixture(scope="session", autouse=True)
+def fork_server():
+    """The server that :func:`start_cli` forks runs from, started first: its imports overlap the first tests."""
+    start_server()
+    yield
+    end_every_run()
+
+
 @pytest.fixture(scope="session")
 def cifar10_dir(tmp_path_factory) -> Path:
     """A tiny CIFAR-10 folder shared by the tests that only read it: 300 train, 60 test images."""
@@ -98,17 +106,17 @@ def free_port() -> int:
     raise RuntimeError("no free TCP port below the ephemeral range")
 
 
-def start_cli(*args: str, env: dict | None = None, **popen) -> subprocess.Popen:
-    """``python train.py ARGS`` started in a process group of its own (its DDP processes join it), with a
-    free MASTER_PORT for Lightning's launcher."""
+def start_cli(
+    *args: str, env: dict | None = None, stdout: int = subprocess.PIPE, stderr: int = subprocess.PIPE
+) -> ForkedRun:
+    """``python train.py ARGS`` started in a session and process group of its own (its DDP processes join it),
+    with a free MASTER_PORT for Lightning's launcher; forked from a server that has imported the package
+    (:mod:`forked_cli`), a real process all the same. Its output is text."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "MASTER_PORT": str(free_port()), **(env or {})}
-    popen = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True, **popen}
-    return subprocess.Popen(
-        [sys.executable, str(REPO / "train.py"), *args], cwd=REPO, env=full_env, start_new_session=True, **popen
-    )
+    return ForkedRun(list(args), env=full_env, cwd=REPO, stdout=stdout, stderr=stderr)
 
 
-def wait_for(proc: subprocess.Popen, timeout: float, what: str) -> subprocess.CompletedProcess:
+def wait_for(proc: ForkedRun, timeout: float, what: str) -> subprocess.CompletedProcess:
     """Wait for ``proc`` at most ``timeout`` s; then end whatever is left of its process group. A process
     still running then fails the test, saying so and showing the end of its output."""
     try:
@@ -124,12 +132,12 @@ def wait_for(proc: subprocess.Popen, timeout: float, what: str) -> subprocess.Co
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
-def kill_group(proc: subprocess.Popen) -> None:
+def kill_group(proc: ForkedRun) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
 
 
-def group_alive(proc: subprocess.Popen) -> bool:
+def group_alive(proc: ForkedRun) -> bool:
     """Whether any process of ``proc``'s group (its DDP processes included) is still running."""
     try:
         os.killpg(proc.pid, 0)

@@ -7,11 +7,13 @@ import errno
 import json
 import os
 import pickle
+import subprocess
+import sys
 
 import lightning.pytorch as pl
 import pytest
 import torch
-from conftest import cli_args, run_cli, run_main
+from conftest import REPO, cli_args, run_main
 
 from lit_linear import CIFARDataModule, LinearClassifierModule, PredictionWriter, SweepDivergedError
 from lit_linear.cli import main
@@ -81,7 +83,9 @@ def test_missing_max_steps_is_refused(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_config_error_exit_status_from_a_real_process(tmp_path):
-    result = run_cli("fit", *cli_args(tmp_path, tmp_path / "run"), "--model.lr", "-1")
+    """``python train.py`` as a user types it, a fresh interpreter (the other runs fork from a server)."""
+    command = [sys.executable, str(REPO / "train.py"), "fit", *cli_args(tmp_path, tmp_path / "run"), "--model.lr", "-1"]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert result.returncode == 2
     assert "model.lr" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "run").exists(), "nothing may be written for a refused config"
