@@ -67,11 +67,13 @@ def _received_fd(dup) -> int:
     return dup.detach()
 
 
-def _run(args: list[str], env: dict[str, str], cwd: str, stdout: _Fd | int, stderr: _Fd | int) -> None:
-    """The forked process: become ``python train.py ARGS`` and end as it would."""
+def _run(args: list[str], env: dict[str, str], cwd: str, stdout: int, stderr: int) -> None:
+    """The forked process: become ``python train.py ARGS`` and end as it would (``stdout`` and ``stderr`` are
+    the descriptors received for them)."""
     os.setsid()
     for target, fd in ((1, stdout), (2, stderr)):
         os.dup2(fd, target)
+        os.close(fd)
     for stream in (sys.stdout, sys.stderr):  # each line reaches the pipe at once, as under PYTHONUNBUFFERED
         stream.reconfigure(line_buffering=True)
     os.environ.clear()
