@@ -123,8 +123,8 @@ def main() -> None:
         cache = ["--data.feature_cache", folder, *extra]
         payload = {"losses": loss_fits(args, root, cache)} if args.losses else config_fits(args, root, cache)
         if args.feature_cache is None:  # a given folder may hold other extractors' entries
-            payload["cache_mb"] = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(folder) for f in fs)
-            payload["cache_mb"] /= 2**20
+            sizes = (os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(folder) for f in fs)
+            payload["cache_mb"] = sum(sizes) / 2**20
             print(f"cache {payload['cache_mb']:.0f} MB on disk")
     payload["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(f"peak RSS of the fits {payload['peak_rss_mb']:.0f} MB")

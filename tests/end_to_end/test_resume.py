@@ -150,12 +150,8 @@ def straight_runs(cifar10_dir, tmp_path_factory):
 @pytest.mark.parametrize(
     "sweep, signal, at, resumes_from",
     [
-        (
-            "search",
-            "SIGKILL",
-            20,
-            10,
-        ),  # killed before its second save: resumes from the first, before the first halving
+        # killed before its second save: resumes from the first, before the first halving
+        ("search", "SIGKILL", 20, 10),
         ("search", "SIGINT", 50, 50),  # Ctrl-C between two validations, the halvings at 40 and 60
         ("search", "SIGKILL", 70, 60),  # late: resumes from the save right after the last halving
     ],
